@@ -4,6 +4,13 @@
 //! `KEDA_RS_REGENERATE=1 cargo test -p keda-proto --test generated_code_is_current` rewrites the
 //! checked-in files instead of failing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 
 const PROTOS: [&str; 2] = ["externalscaler.proto", "metrics.proto"];

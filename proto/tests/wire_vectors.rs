@@ -1,6 +1,13 @@
 //! Every case of the external scaler wire vectors (encodings made by the reference protobuf
 //! runtime) must encode to exactly the same bytes and decode back to the same field values.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails by panicking"
+)]
+
 use std::collections::BTreeMap;
 
 use keda_proto::externalscaler::{
@@ -13,7 +20,11 @@ use serde_json::{Value, json};
 const VECTORS: &str = include_str!("vectors/external-scaler-vectors.json");
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        write!(out, "{b:02x}").unwrap();
+        out
+    })
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -125,7 +136,11 @@ fn round_trip(message: &str, fields: &Value, reference: &[u8]) -> (Vec<u8>, Valu
 fn every_vector_encodes_to_the_reference_bytes_and_decodes_to_its_fields() {
     let vectors: Value = serde_json::from_str(VECTORS).unwrap();
     let cases = vectors["cases"].as_array().unwrap();
-    assert!(cases.len() >= 9, "expected the full vector set, got {}", cases.len());
+    assert!(
+        cases.len() >= 9,
+        "expected the full vector set, got {}",
+        cases.len()
+    );
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let reference = unhex(case["hex"].as_str().unwrap());
@@ -134,7 +149,11 @@ fn every_vector_encodes_to_the_reference_bytes_and_decodes_to_its_fields() {
             &case["fields"],
             &reference,
         );
-        assert_eq!(hex(&ours), case["hex"].as_str().unwrap(), "{name}: encoding differs");
+        assert_eq!(
+            hex(&ours),
+            case["hex"].as_str().unwrap(),
+            "{name}: encoding differs"
+        );
         assert_eq!(decoded, case["fields"], "{name}: decoded fields differ");
     }
 }
@@ -173,6 +192,9 @@ fn vectors_match_the_shared_contract_when_it_is_beside_the_repository() {
         "/../../shared/contracts/external-scaler-vectors.json"
     );
     if let Ok(original) = std::fs::read_to_string(shared) {
-        assert_eq!(original, VECTORS, "tests/vectors is out of date with {shared}");
+        assert_eq!(
+            original, VECTORS,
+            "tests/vectors is out of date with {shared}"
+        );
     }
 }
