@@ -9,13 +9,16 @@ pub mod aggregator;
 pub mod api_error;
 pub mod apply;
 pub mod cluster;
+pub mod controllers;
 pub mod crds;
 pub mod hpa_algorithm;
 pub mod http;
 pub mod patch;
+pub mod quantity;
 pub mod resources;
 pub mod selectors;
 pub mod store;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,6 +59,8 @@ impl Default for Config {
 pub struct Sim {
     pub cluster: Arc<Cluster>,
     pub config: Config,
+    /// Certificates kube-sim presents to aggregated API servers and webhooks.
+    pub front_proxy: upstream::FrontProxy,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -104,14 +109,29 @@ pub fn kubeconfig(server: &str) -> String {
     serde_yaml::to_string(&config).unwrap_or_default()
 }
 
-fn seed(cluster: &Cluster, namespaces: &[String]) {
-    let opts = cluster::WriteOptions::default();
-    let Some(rt) = cluster.registry.lookup("", "v1", "namespaces") else {
-        return;
-    };
-    let defaults = ["default", "kube-system", "kube-public"].map(str::to_owned);
-    for ns in defaults.iter().chain(namespaces) {
-        let _ = cluster.create(&rt, "", json!({"metadata": {"name": ns}}), &opts);
+/// What a fresh cluster has: the standard namespaces and the ConfigMap from which aggregated
+/// API servers learn to trust the front proxy.
+fn seed(cluster: &Cluster, namespaces: &[String], front_proxy: &upstream::FrontProxy) {
+    let opts = controllers::options();
+    if let Some(rt) = cluster.registry.lookup("", "v1", "namespaces") {
+        let defaults = ["default", "kube-system", "kube-public"].map(str::to_owned);
+        for ns in defaults.iter().chain(namespaces) {
+            let _ = cluster.create(&rt, "", json!({"metadata": {"name": ns}}), &opts);
+        }
+    }
+    if let Some(rt) = cluster.registry.lookup("", "v1", "configmaps") {
+        let config_map = json!({
+            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+            "data": {
+                "client-ca-file": front_proxy.ca_pem,
+                "requestheader-client-ca-file": front_proxy.ca_pem,
+                "requestheader-allowed-names": format!("[\"{}\"]", upstream::FRONT_PROXY_CLIENT),
+                "requestheader-username-headers": "[\"X-Remote-User\"]",
+                "requestheader-group-headers": "[\"X-Remote-Group\"]",
+                "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+            }
+        });
+        let _ = cluster.create(&rt, "kube-system", config_map, &opts);
     }
 }
 
@@ -121,8 +141,15 @@ fn seed(cluster: &Cluster, namespaces: &[String]) {
 /// When the address cannot be bound.
 pub async fn start(config: Config) -> std::io::Result<KubeSim> {
     let cluster = Arc::new(Cluster::default());
-    seed(&cluster, &config.namespaces);
-    let sim = Arc::new(Sim { cluster, config });
+    let front_proxy = upstream::FrontProxy::generate().map_err(std::io::Error::other)?;
+    seed(&cluster, &config.namespaces, &front_proxy);
+    let sim = Arc::new(Sim {
+        cluster,
+        config,
+        front_proxy,
+    });
+    controllers::spawn_all(&sim);
+    aggregator::spawn_availability(&sim);
     let listener = tokio::net::TcpListener::bind(sim.config.listen).await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new()

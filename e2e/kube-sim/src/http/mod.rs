@@ -4,6 +4,7 @@ pub mod discovery;
 pub mod objects;
 pub mod query;
 pub mod route;
+pub mod table;
 pub mod watch;
 
 use std::sync::Arc;
@@ -95,7 +96,11 @@ async fn dispatch(
                         "watching a single object by path (use a fieldSelector on metadata.name)",
                     ));
                 }
-                return watch::watch(&sim.cluster, rt, path.namespace, &query);
+                let table = headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(table::wanted);
+                return watch::watch(&sim.cluster, rt, path.namespace, &query, table);
             }
             let req = objects::Request {
                 cluster,

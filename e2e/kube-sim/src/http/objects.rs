@@ -57,6 +57,13 @@ impl Request<'_> {
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
     }
 
+    fn accept(&self) -> &str {
+        self.headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+    }
+
     fn content_type(&self) -> &str {
         self.headers
             .get("content-type")
@@ -69,13 +76,31 @@ impl Request<'_> {
 pub fn handle(req: &Request<'_>, method: &Method) -> Result<Response, ApiError> {
     let sub = req.subresource.as_deref();
     match (method.as_str(), req.name.is_some(), sub) {
-        ("GET", false, None) => list(req).map(|v| json_response(StatusCode::OK, &v)),
+        ("GET", false, None) => {
+            let list = list(req)?;
+            if super::table::wanted(req.accept()) {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                let mut table = super::table::render(&req.rt, &items, rv);
+                table["metadata"]["continue"] = list["metadata"]["continue"].clone();
+                return Ok(json_response(StatusCode::OK, &table));
+            }
+            Ok(json_response(StatusCode::OK, &list))
+        }
         ("POST", false, None) => create(req),
         ("DELETE", false, None) => delete_collection(req),
-        ("GET", true, None | Some("status")) => Ok(json_response(
-            StatusCode::OK,
-            &*req.cluster.get(&req.rt, &req.namespace, req.name())?,
-        )),
+        ("GET", true, None | Some("status")) => {
+            let object = req.cluster.get(&req.rt, &req.namespace, req.name())?;
+            if super::table::wanted(req.accept()) {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned();
+                let table = super::table::render(&req.rt, &[(*object).clone()], &rv);
+                return Ok(json_response(StatusCode::OK, &table));
+            }
+            Ok(json_response(StatusCode::OK, &object))
+        }
         ("PUT", true, None | Some("status")) => replace(req),
         ("PATCH", true, None | Some("status")) => patch(req),
         ("DELETE", true, None) => delete(req),

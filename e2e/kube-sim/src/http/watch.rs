@@ -67,6 +67,16 @@ fn line(type_: &str, object: &Value) -> Bytes {
     Bytes::from(text)
 }
 
+/// An event line whose object is rendered as a one-row Table when the client asked for tables.
+fn event_line(rt: &ResourceType, table: bool, type_: &str, object: &Value) -> Bytes {
+    if !table {
+        return line(type_, object);
+    }
+    let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    let rendered = crate::http::table::render(rt, std::slice::from_ref(object), rv);
+    line(type_, &rendered)
+}
+
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if initial_end {
@@ -88,6 +98,7 @@ pub fn watch(
     rt: Arc<ResourceType>,
     namespace: Option<String>,
     query: &Query,
+    table: bool,
 ) -> Result<Response, ApiError> {
     let mut filter = Filter {
         namespace,
@@ -130,7 +141,7 @@ pub fn watch(
             for item in items {
                 if filter.matches(&item) {
                     filter.seen.insert(name_of(&item));
-                    initial.push(line("ADDED", &item));
+                    initial.push(event_line(&rt, table, "ADDED", &item));
                 }
             }
             if send_initial {
@@ -155,7 +166,10 @@ pub fn watch(
         for event in replay {
             last = event.resource_version;
             if let Some(t) = filter.translate(event.type_, &event.object)
-                && tx.send(line(t.as_str(), &event.object)).await.is_err()
+                && tx
+                    .send(event_line(&rt, table, t.as_str(), &event.object))
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -176,7 +190,7 @@ pub fn watch(
                     Ok(event) if event.resource == key && event.resource_version > last => {
                         last = event.resource_version;
                         if let Some(t) = filter.translate(event.type_, &event.object)
-                            && tx.send(line(t.as_str(), &event.object)).await.is_err()
+                            && tx.send(event_line(&rt, table, t.as_str(), &event.object)).await.is_err()
                         {
                             return;
                         }
