@@ -19,6 +19,7 @@ pub mod resources;
 pub mod selectors;
 pub mod store;
 pub mod upstream;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -112,7 +112,11 @@ async fn dispatch(
                 headers,
                 body,
             };
-            objects::handle(&req, method)
+            if let Some(operation) = crate::webhooks::operation(method, req.name.is_some()) {
+                crate::webhooks::admit(sim, &req, method, operation).await?;
+            }
+            let (code, value) = objects::handle(&req, method)?;
+            Ok((code, axum::Json(value)).into_response())
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::query::Query;
@@ -17,7 +16,7 @@ use crate::selectors::LabelSelector;
 use crate::store::resource_version_of;
 
 /// Everything a handler needs to know about the request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request<'a> {
     pub cluster: &'a Cluster,
     pub rt: Arc<ResourceType>,
@@ -29,8 +28,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
-    (code, axum::Json(value.clone())).into_response()
+fn json_response(code: StatusCode, value: &Value) -> (StatusCode, Value) {
+    (code, value.clone())
 }
 
 impl Request<'_> {
@@ -73,7 +72,7 @@ impl Request<'_> {
 }
 
 /// Dispatches a request on a resource path.
-pub fn handle(req: &Request<'_>, method: &Method) -> Result<Response, ApiError> {
+pub fn handle(req: &Request<'_>, method: &Method) -> Result<(StatusCode, Value), ApiError> {
     let sub = req.subresource.as_deref();
     match (method.as_str(), req.name.is_some(), sub) {
         ("GET", false, None) => {
@@ -181,7 +180,7 @@ fn list(req: &Request<'_>) -> Result<Value, ApiError> {
     }))
 }
 
-fn create(req: &Request<'_>) -> Result<Response, ApiError> {
+fn create(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let opts = req.write_options()?;
     let mut object = req.body_json()?;
     apply::record_update(
@@ -204,7 +203,7 @@ fn part_of(req: &Request<'_>) -> Part {
     }
 }
 
-fn replace(req: &Request<'_>) -> Result<Response, ApiError> {
+fn replace(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let opts = req.write_options()?;
     let mut object = req.body_json()?;
     let part = part_of(req);
@@ -255,7 +254,7 @@ fn patched(
     }
 }
 
-fn patch(req: &Request<'_>) -> Result<Response, ApiError> {
+fn patch(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let content_type = req.content_type();
     let kind = PatchKind::from_content_type(content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
@@ -349,7 +348,7 @@ fn patch(req: &Request<'_>) -> Result<Response, ApiError> {
     ))
 }
 
-fn delete(req: &Request<'_>) -> Result<Response, ApiError> {
+fn delete(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let body: Option<Value> = serde_json::from_slice(req.body).ok();
     let propagation = req.query.propagation(body.as_ref())?;
     let expected = body
@@ -369,7 +368,7 @@ fn delete(req: &Request<'_>) -> Result<Response, ApiError> {
     Ok(json_response(StatusCode::OK, &deleted))
 }
 
-fn delete_collection(req: &Request<'_>) -> Result<Response, ApiError> {
+fn delete_collection(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let body: Option<Value> = serde_json::from_slice(req.body).ok();
     let propagation = req.query.propagation(body.as_ref())?;
     let (items, _) = matching(req)?;
@@ -423,7 +422,7 @@ pub fn scale_of(rt: &ResourceType, object: &Value) -> Value {
     })
 }
 
-fn update_scale(req: &Request<'_>, method: &Method) -> Result<Response, ApiError> {
+fn update_scale(req: &Request<'_>, method: &Method) -> Result<(StatusCode, Value), ApiError> {
     let opts = req.write_options()?;
     let current = req.cluster.get(&req.rt, &req.namespace, req.name())?;
     let scale = scale_of(&req.rt, &current);

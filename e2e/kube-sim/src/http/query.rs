@@ -7,7 +7,7 @@ use crate::cluster::{FieldValidation, Propagation};
 use crate::selectors::{FieldSelector, LabelSelector};
 
 /// The query parameters kube-sim understands.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Query {
     pub raw: HashMap<String, String>,
 }

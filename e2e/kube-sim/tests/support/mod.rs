@@ -1,0 +1,3 @@
+//! Test helpers shared by kube-sim's integration tests.
+
+pub(crate) mod tls_backend;
