@@ -100,6 +100,19 @@ impl ApiError {
         err
     }
 
+    /// A server-side apply conflict: 409 with one `FieldManagerConflict` cause per field.
+    pub fn apply_conflict(message: String, conflicts: &[(String, String)]) -> Self {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(manager, field)| {
+                json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": field})
+            })
+            .collect();
+        let mut err = Self::new(409, "Conflict", message);
+        err.details = Some(json!({"causes": causes}));
+        err
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -56,6 +56,8 @@ pub enum Propagation {
 pub struct Cluster {
     pub registry: Registry,
     pub store: Store,
+    /// The rest of paginated lists, so every page comes from the first page's snapshot.
+    pub list_snapshots: crate::pagination::Snapshots,
 }
 
 fn store_error(rt: &ResourceType, name: &str, e: &StoreError) -> ApiError {
@@ -125,7 +127,12 @@ impl Cluster {
     }
 
     /// Decoding, pruning, defaulting and validation of a whole object.
-    fn admit(rt: &ResourceType, mut object: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+    fn admit(
+        rt: &ResourceType,
+        mut object: Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
         let api_version = rt.api_version();
         match object["apiVersion"].as_str() {
             None => object["apiVersion"] = json!(api_version),
@@ -156,6 +163,7 @@ impl Cluster {
                 if let Some(validator) = &custom_rt.validator {
                     errors.extend(custom::validate(validator, &object));
                 }
+                custom::validate_rules(schema, &object, old, "", &mut errors);
             }
         } else {
             let decoded = builtin::decode(rt, &object).map_err(|e| {
@@ -174,8 +182,16 @@ impl Cluster {
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
                 .collect();
+            let prefix = if rt.is_custom() {
+                String::new()
+            } else {
+                format!(
+                    "{} in version \"{}\" cannot be handled as a {}: ",
+                    rt.kind, rt.version, rt.kind
+                )
+            };
             return Err(ApiError::bad_request(format!(
-                "strict decoding error: {}",
+                "{prefix}strict decoding error: {}",
                 list.join(", ")
             )));
         }
@@ -279,7 +295,7 @@ impl Cluster {
         {
             map.remove("status");
         }
-        let mut object = Self::admit(rt, object, opts)?;
+        let mut object = Self::admit(rt, object, None, opts)?;
         if tracks_generation(rt) {
             object["metadata"]["generation"] = json!(1);
         }
@@ -363,7 +379,28 @@ impl Cluster {
             }
             Part::Main => {}
         }
-        let mut object = Self::admit(rt, object, opts)?;
+        if !current["metadata"]["deletionTimestamp"].is_null() {
+            let before = current["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let added = object["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|after| after.iter().any(|f| !before.contains(f)));
+            if added {
+                return Err(ApiError::invalid(
+                    &rt.group,
+                    &rt.kind,
+                    name,
+                    &[(
+                        "metadata.finalizers".into(),
+                        "Forbidden: no new finalizers can be added if the object is being deleted"
+                            .into(),
+                    )],
+                ));
+            }
+        }
+        let mut object = Self::admit(rt, object, Some(&current), opts)?;
         if tracks_generation(rt) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             let changed = spec_part(rt, &object) != spec_part(rt, &current);

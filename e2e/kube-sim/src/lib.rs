@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod crds;
 pub mod hpa_algorithm;
 pub mod http;
+pub mod pagination;
 pub mod patch;
 pub mod quantity;
 pub mod resources;

@@ -36,6 +36,9 @@ pub struct Event {
     pub resource: ResourceKey,
     pub type_: EventType,
     pub object: Arc<Value>,
+    /// The object before a modification, so watches with selectors can tell an object that
+    /// leaves their selector.
+    pub previous: Option<Arc<Value>>,
 }
 
 impl Event {
@@ -148,7 +151,7 @@ impl Store {
             .entry(key.clone())
             .or_default()
             .insert(id, object.clone());
-        self.record(&mut inner, key, EventType::Added, object.clone());
+        self.record(&mut inner, key, EventType::Added, object.clone(), None);
         Ok(object)
     }
 
@@ -173,6 +176,7 @@ impl Store {
         if **current == object {
             return Ok(current.clone());
         }
+        let previous = current.clone();
         inner.resource_version += 1;
         let rv = inner.resource_version;
         object["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -182,7 +186,13 @@ impl Store {
             .entry(key.clone())
             .or_default()
             .insert(id, object.clone());
-        self.record(&mut inner, key, EventType::Modified, object.clone());
+        self.record(
+            &mut inner,
+            key,
+            EventType::Modified,
+            object.clone(),
+            Some(previous),
+        );
         Ok(object)
     }
 
@@ -212,7 +222,7 @@ impl Store {
         }
         last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
         let last = Arc::new(last);
-        self.record(&mut inner, key, EventType::Deleted, last.clone());
+        self.record(&mut inner, key, EventType::Deleted, last.clone(), None);
         Ok(last)
     }
 
@@ -255,12 +265,20 @@ impl Store {
         self.events.subscribe()
     }
 
-    fn record(&self, inner: &mut Inner, key: &ResourceKey, type_: EventType, object: Arc<Value>) {
+    fn record(
+        &self,
+        inner: &mut Inner,
+        key: &ResourceKey,
+        type_: EventType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
         let event = Arc::new(Event {
             resource_version: inner.resource_version,
             resource: key.clone(),
             type_,
             object,
+            previous,
         });
         inner.history.push_back(event.clone());
         if inner.history.len() > HISTORY {

@@ -192,7 +192,7 @@ async fn list_pages_through_every_object_with_continue_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kube-sim: continue pages are read from the live store, so objects created after the first page show up; the apiserver serves every page from the first page's snapshot"]
+
 async fn paginated_list_is_a_consistent_snapshot() {
     let (_sim, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
@@ -531,7 +531,6 @@ async fn server_side_apply_creates_conflicts_and_forces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kube-sim: the apply conflict message is prefixed with `Operation cannot be fulfilled on deployments.apps \"web\": ` and has no FieldManagerConflict causes; the apiserver sends `Apply failed with 1 conflict: ...` with one cause per field"]
 async fn server_side_apply_conflict_is_reported_like_the_apiserver() {
     let (_sim, client) = start().await;
     let api: Api<Deployment> = Api::default_namespaced(client);
@@ -813,7 +812,7 @@ async fn delete_with_a_stale_precondition_is_a_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kube-sim: finalizers can be added to an object that is being deleted; the apiserver refuses with 422 `no new finalizers can be added if the object is being deleted`"]
+
 async fn no_finalizer_can_be_added_to_an_object_being_deleted() {
     let (_sim, client) = start().await;
     let api: Api<ConfigMap> = Api::default_namespaced(client);
@@ -956,7 +955,7 @@ async fn label_selector_watch_reports_objects_leaving_it_as_deletes(config: watc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kube-sim: a watch resumed from a resourceVersion (list-then-watch) does not know which objects matched its selector at that version, so an object leaving the selector produces no DELETED event; the apiserver compares against the previous object"]
+
 async fn list_then_watch_with_a_label_selector_reports_objects_leaving_it_as_deletes() {
     label_selector_watch_reports_objects_leaving_it_as_deletes(watcher::Config::default()).await;
 }
@@ -1321,7 +1320,7 @@ async fn invalid_scaled_objects_are_refused_with_422() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "kube-sim: x-kubernetes-validations (CEL) rules of the CRD are not evaluated; the apiserver refuses minReplicaCount > maxReplicaCount with 422"]
+
 async fn cel_rule_refuses_min_replica_count_above_max() {
     let (_sim, client) = start().await;
     let api = install_scaled_object_crd(&client).await;

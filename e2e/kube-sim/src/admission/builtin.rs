@@ -79,11 +79,13 @@ fn default_pod_spec(spec: &mut Value) {
     default_field(spec, "/dnsPolicy", json!("ClusterFirst"));
     default_field(spec, "/schedulerName", json!("default-scheduler"));
     for list in ["containers", "initContainers"] {
-        for c in spec[list].as_array_mut().into_iter().flatten() {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
             default_field(c, "/imagePullPolicy", json!("IfNotPresent"));
             default_field(c, "/terminationMessagePath", json!("/dev/termination-log"));
             default_field(c, "/terminationMessagePolicy", json!("File"));
-            for port in c["ports"].as_array_mut().into_iter().flatten() {
+            let ports = c.get_mut("ports").and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten() {
                 default_field(port, "/protocol", json!("TCP"));
             }
         }
@@ -102,7 +104,9 @@ pub fn apply_defaults(rt: &ResourceType, object: &mut Value) {
                 "/spec/strategy",
                 json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
             );
-            default_pod_spec(&mut object["spec"]["template"]["spec"]);
+            if let Some(pod_spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(pod_spec);
+            }
         }
         ("apps", "StatefulSet") => {
             default_field(object, "/spec/replicas", json!(1));
@@ -113,11 +117,15 @@ pub fn apply_defaults(rt: &ResourceType, object: &mut Value) {
                 "/spec/updateStrategy",
                 json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
             );
-            default_pod_spec(&mut object["spec"]["template"]["spec"]);
+            if let Some(pod_spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(pod_spec);
+            }
         }
         ("apps", "ReplicaSet") => {
             default_field(object, "/spec/replicas", json!(1));
-            default_pod_spec(&mut object["spec"]["template"]["spec"]);
+            if let Some(pod_spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(pod_spec);
+            }
         }
         ("batch", "Job") => {
             default_field(object, "/spec/parallelism", json!(1));
@@ -125,20 +133,27 @@ pub fn apply_defaults(rt: &ResourceType, object: &mut Value) {
             default_field(object, "/spec/backoffLimit", json!(6));
             default_field(object, "/spec/completionMode", json!("NonIndexed"));
             default_field(object, "/spec/suspend", json!(false));
-            default_pod_spec(&mut object["spec"]["template"]["spec"]);
+            if let Some(pod_spec) = object.pointer_mut("/spec/template/spec") {
+                default_pod_spec(pod_spec);
+            }
             default_field(object, "/spec/template/spec/restartPolicy", json!("Never"));
         }
         ("autoscaling", "HorizontalPodAutoscaler") => {
             default_field(object, "/spec/minReplicas", json!(1));
         }
         ("", "Pod") => {
-            default_pod_spec(&mut object["spec"]);
+            if let Some(pod_spec) = object.get_mut("spec") {
+                default_pod_spec(pod_spec);
+            }
             default_field(object, "/status", json!({"phase": "Pending"}));
         }
         ("", "Service") => {
             default_field(object, "/spec/type", json!("ClusterIP"));
             default_field(object, "/spec/sessionAffinity", json!("None"));
-            for port in object["spec"]["ports"].as_array_mut().into_iter().flatten() {
+            let ports = object
+                .pointer_mut("/spec/ports")
+                .and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten() {
                 default_field(port, "/protocol", json!("TCP"));
             }
         }

@@ -105,34 +105,175 @@ pub fn default(value: &mut Value, schema: &Value) {
     }
 }
 
-/// Validates against the schema; field paths are rendered the way the apiserver writes them.
+fn field_path(pointer: &str) -> String {
+    pointer
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .fold(String::new(), |acc, seg| {
+            if seg.chars().all(|c| c.is_ascii_digit()) {
+                format!("{acc}[{seg}]")
+            } else if acc.is_empty() {
+                seg.to_owned()
+            } else {
+                format!("{acc}.{seg}")
+            }
+        })
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A bound as the apiserver prints it (`0`, not `0.0`).
+fn bound(limit: &Value) -> String {
+    match limit.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        _ => limit.to_string(),
+    }
+}
+
+/// Validates against the schema, with the apiserver's field paths and messages.
 pub fn validate(validator: &jsonschema::Validator, object: &Value) -> Vec<FieldError> {
+    use jsonschema::error::{TypeKind, ValidationErrorKind as Kind};
     let mut errors: Vec<FieldError> = validator
         .iter_errors(object)
         .map(|e| {
             let pointer = e.instance_path().to_string();
-            let field = pointer
-                .trim_start_matches('/')
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .fold(String::new(), |acc, seg| {
-                    if seg.chars().all(|c| c.is_ascii_digit()) {
-                        format!("{acc}[{seg}]")
-                    } else if acc.is_empty() {
-                        seg.to_owned()
-                    } else {
-                        format!("{acc}.{seg}")
-                    }
-                });
-            let value = object
-                .pointer(&pointer)
-                .map(Value::to_string)
-                .unwrap_or_default();
-            (field, format!("Invalid value: {value}: {e}"))
+            let field = field_path(&pointer);
+            let value = object.pointer(&pointer).cloned().unwrap_or(Value::Null);
+            let shown = value.to_string();
+            match e.kind() {
+                Kind::Required { property } => {
+                    let name = property.as_str().unwrap_or("");
+                    let full = if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") };
+                    (full, "Required value".to_owned())
+                }
+                Kind::Minimum { limit } => (field.clone(), format!("Invalid value: {shown}: {field} in body should be greater than or equal to {}", bound(limit))),
+                Kind::Maximum { limit } => (field.clone(), format!("Invalid value: {shown}: {field} in body should be less than or equal to {}", bound(limit))),
+                Kind::MinLength { limit } => (field.clone(), format!("Invalid value: {shown}: {field} in body should be at least {limit} chars long")),
+                Kind::MaxLength { limit } => (field.clone(), format!("Invalid value: {shown}: {field} in body may not be longer than {limit}")),
+                Kind::MinItems { limit } => {
+                    let len = value.as_array().map_or(0, Vec::len);
+                    (field.clone(), format!("Invalid value: {len}: {field} in body should have at least {limit} items"))
+                }
+                Kind::Enum { options } => {
+                    let supported: Vec<String> = options.as_array().into_iter().flatten().map(Value::to_string).collect();
+                    (field, format!("Unsupported value: {shown}: supported values: {}", supported.join(", ")))
+                }
+                Kind::Type { kind } => {
+                    let wanted = match kind {
+                        TypeKind::Single(t) => t.to_string(),
+                        TypeKind::Multiple(_) => "integer or string".to_owned(),
+                    };
+                    let actual = json_type(&value);
+                    (field.clone(), format!("Invalid value: \"{actual}\": {field} in body must be of type {wanted}: \"{actual}\""))
+                }
+                _ => (field, format!("Invalid value: {shown}: {e}")),
+            }
         })
         .collect();
     errors.sort();
     errors
+}
+
+/// Evaluates the schema's `x-kubernetes-validations` (CEL) rules, each with `self` bound to its
+/// node. Transition rules (those using `oldSelf`) are checked only on updates.
+pub fn validate_rules(
+    schema: &Value,
+    object: &Value,
+    old: Option<&Value>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    for rule in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(source) = rule["rule"].as_str() else {
+            continue;
+        };
+        let transition = source.contains("oldSelf");
+        if transition && old.is_none() {
+            continue;
+        }
+        let outcome = cel::Program::compile(source)
+            .map_err(|e| e.to_string())
+            .and_then(|program| {
+                let mut context = cel::Context::default();
+                context.add_variable_from_value(
+                    "self",
+                    cel::to_value(object).map_err(|e| e.to_string())?,
+                );
+                if let Some(old) = old {
+                    context.add_variable_from_value(
+                        "oldSelf",
+                        cel::to_value(old).map_err(|e| e.to_string())?,
+                    );
+                }
+                program.execute(&context).map_err(|e| e.to_string())
+            });
+        let field = if path.is_empty() {
+            "<root>".to_owned()
+        } else {
+            path.to_owned()
+        };
+        match outcome {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(_) => {
+                let message = rule["message"]
+                    .as_str()
+                    .map_or_else(|| format!("failed rule: {source}"), str::to_owned);
+                errors.push((
+                    field,
+                    format!("Invalid value: \"{}\": {message}", json_type(object)),
+                ));
+            }
+            Err(e) => errors.push((
+                field,
+                format!(
+                    "Invalid value: \"{}\": rule {source:?} could not be evaluated: {e}",
+                    json_type(object)
+                ),
+            )),
+        }
+    }
+    match object {
+        Value::Object(map) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (key, child) in map {
+                let Some(child_schema) = properties.and_then(|p| p.get(key)).or(additional) else {
+                    continue;
+                };
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                let child_old = old.and_then(|o| o.get(key));
+                validate_rules(child_schema, child, child_old, &child_path, errors);
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate_rules(item_schema, item, None, &format!("{path}[{i}]"), errors);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +316,49 @@ mod tests {
             object,
             json!({"spec": {"replicas": 1, "mode": "a",
             "items": [{"name": "x", "weight": 5}, {"name": "y", "weight": 1}]}})
+        );
+    }
+
+    #[test]
+    fn cel_rules_are_enforced_with_their_messages() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [{"rule": "!has(self.min) || self.min <= (has(self.max) ? self.max : 100)",
+                                          "message": "min must not exceed max"}],
+            "properties": {"min": {"type": "integer"}, "max": {"type": "integer"},
+                           "name": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf"}]}}}}});
+        let mut errors = Vec::new();
+        validate_rules(
+            &schema,
+            &json!({"spec": {"min": 5, "max": 2}}),
+            None,
+            "",
+            &mut errors,
+        );
+        assert_eq!(
+            errors,
+            [(
+                "spec".to_owned(),
+                "Invalid value: \"object\": min must not exceed max".to_owned()
+            )]
+        );
+        errors.clear();
+        validate_rules(&schema, &json!({"spec": {"min": 5}}), None, "", &mut errors);
+        validate_rules(&schema, &json!({"spec": {"max": 7}}), None, "", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let old = json!({"spec": {"name": "a"}});
+        validate_rules(
+            &schema,
+            &json!({"spec": {"name": "b"}}),
+            Some(&old),
+            "",
+            &mut errors,
+        );
+        assert_eq!(
+            errors,
+            [(
+                "spec.name".to_owned(),
+                "Invalid value: \"string\": failed rule: self == oldSelf".to_owned()
+            )]
         );
     }
 

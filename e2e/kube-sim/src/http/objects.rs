@@ -139,38 +139,20 @@ pub fn matching(req: &Request<'_>) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
     Ok((items, rv))
 }
 
-/// Continue tokens carry the list's resourceVersion and the last (namespace, name) returned.
-fn continue_token(rv: u64, last: &Value) -> String {
-    let (ns, name) = crate::store::name_of(last);
-    format!("{rv}:{ns}:{name}")
-}
-
 fn list(req: &Request<'_>) -> Result<Value, ApiError> {
-    let (mut items, mut rv) = matching(req)?;
-    if let Some(token) = req.query.get("continue") {
-        let mut parts = token.splitn(3, ':');
-        let (Some(list_rv), Some(ns), Some(name)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(ApiError::bad_request("invalid continue token"));
-        };
-        rv = list_rv
-            .parse()
-            .map_err(|_| ApiError::bad_request("invalid continue token"))?;
-        items.retain(|o| {
-            let (ons, oname) = crate::store::name_of(o);
-            (ons.as_str(), oname.as_str()) > (ns, name)
-        });
-    }
+    let (mut items, rv) = match req.query.get("continue") {
+        Some(token) => req.cluster.list_snapshots.take(token).ok_or_else(|| {
+            ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+        })?,
+        None => matching(req)?,
+    };
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if let Some(limit) = req.query.limit()
         && items.len() > limit
     {
-        let remaining = items.len() - limit;
-        items.truncate(limit);
-        if let Some(last) = items.last() {
-            metadata["continue"] = json!(continue_token(rv, last));
-            metadata["remainingItemCount"] = json!(remaining);
-        }
+        let rest = items.split_off(limit);
+        metadata["remainingItemCount"] = json!(rest.len());
+        metadata["continue"] = json!(req.cluster.list_snapshots.keep(rv, rest));
     }
     Ok(json!({
         "kind": format!("{}List", req.rt.kind),
@@ -283,9 +265,7 @@ fn patch(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
                     false,
                     req.rt.status,
                 )
-                .map_err(|c| {
-                    ApiError::conflict(&req.rt.group, &req.rt.plural, req.name(), &c.message())
-                })?;
+                .map_err(|c| ApiError::apply_conflict(c.message(), &c.0))?;
                 object["metadata"]["name"] = json!(req.name());
                 let created = req.cluster.create(&req.rt, &req.namespace, object, &opts)?;
                 return Ok(json_response(StatusCode::CREATED, &created));
@@ -309,9 +289,7 @@ fn patch(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
                 status_part,
                 req.rt.status,
             )
-            .map_err(|c| {
-                ApiError::conflict(&req.rt.group, &req.rt.plural, req.name(), &c.message())
-            })?
+            .map_err(|c| ApiError::apply_conflict(c.message(), &c.0))?
         } else {
             let mut object = patched(req, kind, &current, &body)?;
             apply::record_update(

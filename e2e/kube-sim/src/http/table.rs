@@ -82,7 +82,7 @@ pub fn json_path(object: &Value, path: &str) -> Vec<Value> {
 
 fn cell(values: &[Value]) -> Value {
     match values {
-        [] => json!("<none>"),
+        [] => json!(""),
         [single] => single.clone(),
         many => json!(
             many.iter()
@@ -296,10 +296,51 @@ fn builtin_columns(rt: &ResourceType, o: &Value) -> (Vec<&'static str>, Vec<Valu
     }
 }
 
+/// The `-o wide` columns (priority 1) of a built-in type, after AGE.
+fn wide_columns(rt: &ResourceType, o: &Value) -> (Vec<&'static str>, Vec<Value>) {
+    let containers = |spec: &Value, field: &str| -> Value {
+        json!(
+            spec["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c[field].as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") => {
+            let pod_spec = &o["spec"]["template"]["spec"];
+            let selector = crate::selectors::LabelSelector::from_object(&o["spec"]["selector"])
+                .map(|s| s.to_string_form())
+                .unwrap_or_default();
+            (
+                vec!["Containers", "Images", "Selector"],
+                vec![
+                    containers(pod_spec, "name"),
+                    containers(pod_spec, "image"),
+                    json!(selector),
+                ],
+            )
+        }
+        ("", "Pod") => (
+            vec!["IP", "Node", "Nominated Node", "Readiness Gates"],
+            vec![
+                json!(o["status"]["podIP"].as_str().unwrap_or("<none>")),
+                json!(o["spec"]["nodeName"].as_str().unwrap_or("<none>")),
+                json!("<none>"),
+                json!("<none>"),
+            ],
+        ),
+        _ => (Vec::new(), Vec::new()),
+    }
+}
+
 /// Renders objects as a `meta.k8s.io/v1` Table.
 pub fn render(rt: &ResourceType, objects: &[Value], resource_version: &str) -> Value {
     let custom = rt.custom.as_ref();
-    let mut names: Vec<(String, String)> = vec![("Name".into(), "string".into())];
+    let mut names: Vec<(String, String, i64)> = vec![("Name".into(), "string".into(), 0)];
     let custom_columns: Vec<Value> = custom
         .map(|c| c.printer_columns.clone())
         .unwrap_or_default();
@@ -320,6 +361,7 @@ pub fn render(rt: &ResourceType, objects: &[Value], resource_version: &str) -> V
             } else {
                 cells.extend(builtin_columns(rt, o).1);
                 cells.push(json!(age(o["metadata"]["creationTimestamp"].as_str().unwrap_or(""))));
+                cells.extend(wide_columns(rt, o).1);
             }
             json!({"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
         })
@@ -334,10 +376,11 @@ pub fn render(rt: &ResourceType, objects: &[Value], resource_version: &str) -> V
             names.push((
                 column["name"].as_str().unwrap_or("").to_owned(),
                 type_.to_owned(),
+                column["priority"].as_i64().unwrap_or(0),
             ));
         }
         if custom_columns.is_empty() {
-            names.push(("Age".into(), "string".into()));
+            names.push(("Age".into(), "string".into(), 0));
         }
     } else {
         let sample = objects.first().cloned().unwrap_or_else(|| json!({}));
@@ -345,9 +388,15 @@ pub fn render(rt: &ResourceType, objects: &[Value], resource_version: &str) -> V
             builtin_columns(rt, &sample)
                 .0
                 .into_iter()
-                .map(|n| (n.to_owned(), "string".to_owned())),
+                .map(|n| (n.to_owned(), "string".to_owned(), 0)),
         );
-        names.push(("Age".into(), "string".into()));
+        names.push(("Age".into(), "string".into(), 0));
+        names.extend(
+            wide_columns(rt, &sample)
+                .0
+                .into_iter()
+                .map(|n| (n.to_owned(), "string".to_owned(), 1)),
+        );
     }
     let rows: Vec<Value> = if custom.is_some() && custom_columns.is_empty() {
         rows.into_iter()
@@ -366,8 +415,8 @@ pub fn render(rt: &ResourceType, objects: &[Value], resource_version: &str) -> V
     };
     let definitions: Vec<Value> = names
         .iter()
-        .map(|(name, type_)| {
-            let mut d = json!({"name": name, "type": type_, "format": "", "description": "", "priority": 0});
+        .map(|(name, type_, priority)| {
+            let mut d = json!({"name": name, "type": type_, "format": "", "description": "", "priority": priority});
             if name == "Name" {
                 d["format"] = json!("name");
             }
@@ -392,6 +441,6 @@ mod tests {
         );
         assert_eq!(cell(&json_path(&o, ".spec.refs[*].name")), json!("a,b"));
         assert_eq!(json_path(&o, ".spec.refs[1].name"), vec![json!("b")]);
-        assert_eq!(cell(&json_path(&o, ".spec.missing")), json!("<none>"));
+        assert_eq!(cell(&json_path(&o, ".spec.missing")), json!(""));
     }
 }

@@ -2,7 +2,6 @@
 //! `sendInitialEvents`, selectors (objects leaving a selector are sent as DELETED) and
 //! `410 Gone` when the requested version is older than the history kept.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::api_error::ApiError;
 use crate::cluster::Cluster;
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{EventType, name_of};
+use crate::store::EventType;
 
 /// How often a watch that allows bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
@@ -25,8 +24,6 @@ struct Filter {
     namespace: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
-    /// Objects this watch has reported as present.
-    seen: HashSet<(String, String)>,
 }
 
 impl Filter {
@@ -38,25 +35,27 @@ impl Filter {
         in_namespace && self.labels.matches_object(object) && self.fields.matches(object)
     }
 
-    /// The event to send for a change, if any, keeping track of what the client has seen.
-    fn translate(&mut self, type_: EventType, object: &Value) -> Option<EventType> {
-        let id = name_of(object);
-        let was = self.seen.contains(&id);
-        let now = type_ != EventType::Deleted && self.matches(object);
-        match (was, now) {
-            (false, true) => {
-                self.seen.insert(id);
-                Some(EventType::Added)
+    /// The event to send for a change, if any: an object entering the selector is ADDED, one
+    /// leaving it DELETED, as the apiserver decides by comparing with the previous object.
+    fn translate(
+        &self,
+        type_: EventType,
+        object: &Value,
+        previous: Option<&Value>,
+    ) -> Option<EventType> {
+        let now = self.matches(object);
+        match type_ {
+            EventType::Added => now.then_some(EventType::Added),
+            EventType::Deleted => now.then_some(EventType::Deleted),
+            EventType::Modified => {
+                let was = previous.is_some_and(|p| self.matches(p));
+                match (was, now) {
+                    (false, true) => Some(EventType::Added),
+                    (true, true) => Some(EventType::Modified),
+                    (true, false) => Some(EventType::Deleted),
+                    (false, false) => None,
+                }
             }
-            (true, true) => Some(EventType::Modified),
-            (true, false) => {
-                self.seen.remove(&id);
-                Some(EventType::Deleted)
-            }
-            (false, false) if type_ == EventType::Deleted && self.matches(object) => {
-                Some(EventType::Deleted)
-            }
-            (false, false) => None,
         }
     }
 }
@@ -100,11 +99,10 @@ pub fn watch(
     query: &Query,
     table: bool,
 ) -> Result<Response, ApiError> {
-    let mut filter = Filter {
+    let filter = Filter {
         namespace,
         labels: query.label_selector()?,
         fields: query.field_selector()?,
-        seen: HashSet::new(),
     };
     filter
         .fields
@@ -140,7 +138,6 @@ pub fn watch(
             let (items, rv) = cluster.store.list(&key, filter.namespace.as_deref());
             for item in items {
                 if filter.matches(&item) {
-                    filter.seen.insert(name_of(&item));
                     initial.push(event_line(&rt, table, "ADDED", &item));
                 }
             }
@@ -165,7 +162,7 @@ pub fn watch(
         let mut last = since;
         for event in replay {
             last = event.resource_version;
-            if let Some(t) = filter.translate(event.type_, &event.object)
+            if let Some(t) = filter.translate(event.type_, &event.object, event.previous.as_deref())
                 && tx
                     .send(event_line(&rt, table, t.as_str(), &event.object))
                     .await
@@ -189,7 +186,7 @@ pub fn watch(
                 event = events.recv() => match event {
                     Ok(event) if event.resource == key && event.resource_version > last => {
                         last = event.resource_version;
-                        if let Some(t) = filter.translate(event.type_, &event.object)
+                        if let Some(t) = filter.translate(event.type_, &event.object, event.previous.as_deref())
                             && tx.send(event_line(&rt, table, t.as_str(), &event.object)).await.is_err()
                         {
                             return;
