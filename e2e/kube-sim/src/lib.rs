@@ -17,6 +17,7 @@ pub mod pagination;
 pub mod patch;
 pub mod quantity;
 pub mod resources;
+pub mod reviews;
 pub mod selectors;
 pub mod store;
 pub mod upstream;
@@ -103,7 +104,7 @@ pub fn kubeconfig(server: &str) -> String {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "kube-sim", "cluster": {"server": server}}],
-        "users": [{"name": "kube-sim", "user": {"token": "kube-sim"}}],
+        "users": [{"name": "kube-sim", "user": {"token": reviews::TOKEN}}],
         "contexts": [{"name": "kube-sim", "context": {"cluster": "kube-sim", "user": "kube-sim", "namespace": "default"}}],
         "current-context": "kube-sim",
         "preferences": {}

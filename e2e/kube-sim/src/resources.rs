@@ -130,7 +130,18 @@ const BUILTINS: &[Builtin] = &[
     Builtin { group: "apiregistration.k8s.io", version: "v1", kind: "APIService", plural: "apiservices", namespaced: false, short_names: &[], status: true, scale: false },
     Builtin { group: "admissionregistration.k8s.io", version: "v1", kind: "ValidatingWebhookConfiguration", plural: "validatingwebhookconfigurations", namespaced: false, short_names: &[], status: false, scale: false },
     Builtin { group: "admissionregistration.k8s.io", version: "v1", kind: "MutatingWebhookConfiguration", plural: "mutatingwebhookconfigurations", namespaced: false, short_names: &[], status: false, scale: false },
+    Builtin { group: "authentication.k8s.io", version: "v1", kind: "TokenReview", plural: "tokenreviews", namespaced: false, short_names: &[], status: false, scale: false },
+    Builtin { group: "authorization.k8s.io", version: "v1", kind: "SubjectAccessReview", plural: "subjectaccessreviews", namespaced: false, short_names: &[], status: false, scale: false },
 ];
+
+/// Review resources: created to ask a question, answered at once, never stored.
+pub fn is_review(group: &str, plural: &str) -> bool {
+    matches!(
+        (group, plural),
+        ("authentication.k8s.io", "tokenreviews")
+            | ("authorization.k8s.io", "subjectaccessreviews")
+    )
+}
 
 /// All served types, shared by the API server and the controller loops.
 #[derive(Debug)]
@@ -171,7 +182,11 @@ impl Default for Registry {
                         status_replicas: ".status.replicas".into(),
                         label_selector: None,
                     }),
-                    verbs: ALL_VERBS.to_vec(),
+                    verbs: if is_review(b.group, b.plural) {
+                        vec!["create"]
+                    } else {
+                        ALL_VERBS.to_vec()
+                    },
                     custom: None,
                 };
                 (rt.key(), Arc::new(rt))

@@ -20,6 +20,16 @@ use crate::api_error::ApiError;
 use query::Query;
 use route::Route;
 
+/// What the apiserver answers for a path it does not serve: a plain-text 404, not a Status.
+fn page_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 fn ok(value: &Value) -> Response {
     (StatusCode::OK, axum::Json(value.clone())).into_response()
 }
@@ -58,10 +68,11 @@ async fn dispatch(
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type_body(content_type));
     }
-    let route = route::parse(uri.path(), |g, v, plural| {
+    let Some(route) = route::parse(uri.path(), |g, v, plural| {
         registry.lookup(g, v, plural).is_some_and(|t| t.namespaced)
-    })
-    .ok_or_else(|| ApiError::not_found("", "paths", uri.path()))?;
+    }) else {
+        return Ok(page_not_found());
+    };
     if let Some(response) =
         crate::aggregator::proxy(sim, &route, method, uri, headers, body).await?
     {
@@ -74,14 +85,15 @@ async fn dispatch(
         Route::CoreVersions => Ok(ok(&discovery::core_versions())),
         Route::Groups => Ok(ok(&discovery::groups(registry, &aggregated))),
         Route::Group(g) => Ok(ok(&discovery::group(registry, &aggregated, &g)?)),
-        Route::GroupVersion(g, v) => Ok(ok(&discovery::resource_list(registry, &g, &v)?)),
+        Route::GroupVersion(g, v) => Ok(discovery::resource_list(registry, &g, &v)
+            .map_or_else(|_| page_not_found(), |list| ok(&list))),
         Route::OpenApiV2 => Err(ApiError::not_supported("OpenAPI v2 (use /openapi/v3)")),
         Route::OpenApiV3Index => Ok(ok(&discovery::openapi_v3_index(registry))),
         Route::OpenApiV3(gv) => Ok(ok(&discovery::openapi_v3(registry, &gv)?)),
         Route::Resource(path) => {
-            let rt = cluster
-                .resource(&path.group, &path.version, &path.plural)
-                .ok_or_else(|| ApiError::not_found(&path.group, &path.plural, ""))?;
+            let Some(rt) = cluster.resource(&path.group, &path.version, &path.plural) else {
+                return Ok(page_not_found());
+            };
             let query = Query::parse(uri.query());
             if rt.namespaced && path.namespace.is_none() && path.name.is_some() {
                 return Err(ApiError::not_found(

@@ -165,6 +165,14 @@ fn list(req: &Request<'_>) -> Result<Value, ApiError> {
 fn create(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
     let opts = req.write_options()?;
     let mut object = req.body_json()?;
+    if crate::resources::is_review(&req.rt.group, &req.rt.plural) {
+        object["apiVersion"] = json!(req.rt.api_version());
+        object["kind"] = json!(req.rt.kind);
+        return Ok((
+            StatusCode::CREATED,
+            crate::reviews::answer(&req.rt.plural, object),
+        ));
+    }
     apply::record_update(
         None,
         &mut object,
