@@ -9,8 +9,9 @@ use tokio::sync::broadcast;
 
 use crate::resources::ResourceKey;
 
-/// How many past changes a watch can resume from before it gets `410 Gone`.
-const HISTORY: usize = 50_000;
+/// How many past changes a watch can resume from before it gets `410 Gone`. Bounded so a
+/// long-running sandbox stays small (each change keeps a whole object).
+pub const HISTORY: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {

@@ -1010,20 +1010,20 @@ async fn watch_resumed_from_a_list_resource_version_replays_later_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_from_a_resource_version_older_than_the_history_is_gone() {
     let (sim, client) = start().await;
-    // Fill the change history past its bound (50 000 changes) directly in the store: through
-    // HTTP this would take minutes.
+    // Fill the change history past its bound (`kube_sim::store::HISTORY` changes) directly in
+    // the store: through HTTP this would take minutes.
     let key = kube_sim::resources::ResourceKey {
         group: String::new(),
         plural: "configmaps".to_owned(),
     };
     let store = &sim.sim.cluster.store;
-    let object = |n: u32| {
+    let object = |n: usize| {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": "churn", "namespace": "default"},
                "data": {"n": n.to_string()}})
     };
     store.create(&key, object(0)).unwrap();
-    for n in 1..=50_001 {
+    for n in 1..=kube_sim::store::HISTORY + 1 {
         store.update(&key, object(n), None).unwrap();
     }
 

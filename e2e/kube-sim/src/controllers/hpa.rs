@@ -170,7 +170,11 @@ fn resource_metric(
         &metric["resource"]
     };
     let name = spec["name"].as_str().unwrap_or("cpu");
-    let description = format!("{name} resource");
+    let description = if spec["target"]["type"] == json!("Utilization") {
+        format!("{name} resource utilization (percentage of request)")
+    } else {
+        format!("{name} resource")
+    };
     let usage = target_object["metadata"]["annotations"][POD_USAGE_ANNOTATION]
         .as_str()
         .unwrap_or("");
@@ -276,16 +280,21 @@ async fn sync(sim: &Sim, hpa: &Value, state: &mut HpaState) {
     let target = target_rt
         .as_ref()
         .and_then(|rt| cluster.store.get(&rt.key(), &namespace, target_name));
-    let (Some(target_rt), Some(target)) = (target_rt, target) else {
-        let message = format!(
-            "the HPA controller was unable to get the target's current scale: {kind}.{api_version} \"{target_name}\" not found"
-        );
+    let (Some(target_rt), Some(target)) = (target_rt.clone(), target) else {
+        let (group, _) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let reason = match &target_rt {
+            Some(rt) if rt.group.is_empty() => format!("{} \"{target_name}\" not found", rt.plural),
+            Some(rt) => format!("{}.{} \"{target_name}\" not found", rt.plural, rt.group),
+            None => format!("no matches for kind \"{kind}\" in group \"{group}\""),
+        };
+        let message =
+            format!("the HPA controller was unable to get the target's current scale: {reason}");
         events::record(
             cluster,
             hpa,
             "Warning",
             "FailedGetScale",
-            &message,
+            &reason,
             COMPONENT,
         );
         status["conditions"] = json!([condition("AbleToScale", false, "FailedGetScale", &message)]);
@@ -420,6 +429,18 @@ async fn sync(sim: &Sim, hpa: &Value, state: &mut HpaState) {
         }
     };
     let desired = normalized.desired_replicas;
+    // The metric that asked for the most replicas is the one the controller names.
+    let deciding = readings
+        .iter()
+        .filter_map(|r| {
+            r.proposal
+                .as_ref()
+                .ok()
+                .map(|p| (*p, r.description.as_str()))
+        })
+        .max_by_key(|(p, _)| *p)
+        .map_or("", |(_, d)| d)
+        .to_owned();
     if desired != current {
         let mut scaled = (*target).clone();
         scaled["spec"]["replicas"] = json!(desired);
@@ -479,7 +500,7 @@ async fn sync(sim: &Sim, hpa: &Value, state: &mut HpaState) {
             "ScalingActive",
             true,
             "ValidMetricFound",
-            "the HPA was able to successfully calculate a replica count"
+            &format!("the HPA was able to successfully calculate a replica count from {deciding}")
         ),
         condition(
             "ScalingLimited",
