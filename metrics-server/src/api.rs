@@ -173,17 +173,11 @@ async fn authorize(app: &App, user: &User, namespace: &str, metric: &str) -> Res
     }
 }
 
-async fn groups(
-    State(app): State<Arc<App>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> Response {
+/// Serves a discovery document to an authenticated caller.
+async fn discovery(app: &App, peer: &Peer, headers: &HeaderMap, document: Value) -> Response {
     let started = Instant::now();
-    let response = match authenticate(&app, &peer, &headers).await {
-        Ok(_) => {
-            Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_body()]}))
-                .into_response()
-        }
+    let response = match authenticate(app, peer, headers).await {
+        Ok(_) => Json(document).into_response(),
         Err(r) => r.into_response(),
     };
     app.telemetry
@@ -196,24 +190,24 @@ fn group_body() -> Value {
     json!({"name": GROUP, "versions": [version], "preferredVersion": version})
 }
 
+async fn groups(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let document = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_body()]});
+    discovery(&app, &peer, &headers, document).await
+}
+
 async fn group(
     State(app): State<Arc<App>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
-    let response = match authenticate(&app, &peer, &headers).await {
-        Ok(_) => {
-            let mut body = group_body();
-            body["kind"] = json!("APIGroup");
-            body["apiVersion"] = json!("v1");
-            Json(body).into_response()
-        }
-        Err(r) => r.into_response(),
-    };
-    app.telemetry
-        .observe("discovery", response.status().as_u16(), started.elapsed());
-    response
+    let mut document = group_body();
+    document["kind"] = json!("APIGroup");
+    document["apiVersion"] = json!("v1");
+    discovery(&app, &peer, &headers, document).await
 }
 
 async fn resources(
@@ -221,19 +215,12 @@ async fn resources(
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
-    let response = match authenticate(&app, &peer, &headers).await {
-        Ok(_) => Json(json!({
-            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
-            "resources": [{"name": "externalmetrics", "singularName": "", "namespaced": true,
-                           "kind": "ExternalMetricValueList", "verbs": ["get"]}]
-        }))
-        .into_response(),
-        Err(r) => r.into_response(),
-    };
-    app.telemetry
-        .observe("discovery", response.status().as_u16(), started.elapsed());
-    response
+    let document = json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": [{"name": "externalmetrics", "singularName": "", "namespaced": true,
+                       "kind": "ExternalMetricValueList", "verbs": ["get"]}]
+    });
+    discovery(&app, &peer, &headers, document).await
 }
 
 fn value_list_schema() -> Value {

@@ -29,24 +29,8 @@ struct Args {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(text.len()),
-    );
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {text:?} (use ms, s or m)"
-            ));
-        }
-    };
-    Ok(Duration::from_secs_f64(seconds))
+    kube_sim::controllers::workloads::parse_duration(text)
+        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 500ms, 15s or 1m)"))
 }
 
 fn parse_service(text: &str) -> anyhow::Result<(String, String, SocketAddr)> {

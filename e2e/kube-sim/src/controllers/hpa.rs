@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use serde_json::{Value, json};
 
+use super::workloads::pod_is_ready;
 use super::{events, options, resource};
 use crate::Sim;
 use crate::aggregator;
@@ -147,14 +148,6 @@ async fn external(
             description,
         }
     }
-}
-
-fn pod_is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == json!("Ready") && c["status"] == json!("True"))
 }
 
 fn resource_metric(

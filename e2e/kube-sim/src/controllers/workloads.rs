@@ -19,6 +19,7 @@ use crate::resources::ResourceType;
 /// Workload annotation delaying pod readiness.
 pub const READY_AFTER_ANNOTATION: &str = "kube-sim.keda.sh/ready-after";
 
+/// Parses `500ms`, `5s`, `5` (seconds) or `2m`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text
@@ -51,7 +52,8 @@ pub fn reconcile_all(sim: &Sim) {
     }
 }
 
-fn pod_is_ready(pod: &Value) -> bool {
+/// Whether a pod's `Ready` condition is true.
+pub fn pod_is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"]
         .as_array()
         .into_iter()
