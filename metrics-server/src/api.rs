@@ -336,6 +336,11 @@ fn call_error(namespace: &str, metric: &str, e: &CallError) -> Response {
         Code::InvalidArgument => (StatusCode::BAD_REQUEST, "BadRequest"),
         Code::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
         Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+        // tonic reports a connection it could not establish (e.g. a failed TLS handshake) this
+        // way: the operator is unreachable, not failing.
+        Code::Unknown if e.message.starts_with("transport error") => {
+            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        }
         Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };

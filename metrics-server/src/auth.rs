@@ -11,6 +11,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 
 /// An authenticated user.
@@ -154,4 +155,36 @@ impl Delegate {
         remember(&self.decisions, key, allowed);
         Ok(allowed)
     }
+}
+
+/// What the cluster publishes about its front proxy in
+/// `kube-system/extension-apiserver-authentication`.
+#[derive(Clone, Debug)]
+pub struct PublishedFrontProxy {
+    pub ca: String,
+    pub allowed_names: Vec<String>,
+    pub username_headers: Vec<String>,
+}
+
+/// Reads the front-proxy settings every aggregated API server is meant to trust.
+pub async fn published_front_proxy(client: &kube::Client) -> Result<PublishedFrontProxy, String> {
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+        .get("extension-apiserver-authentication")
+        .await
+        .map_err(|e| e.to_string())?;
+    let data = config_map.data.unwrap_or_default();
+    let list = |key: &str| -> Vec<String> {
+        data.get(key)
+            .and_then(|v| serde_json::from_str::<Vec<String>>(v).ok())
+            .unwrap_or_default()
+    };
+    let ca = data
+        .get("requestheader-client-ca-file")
+        .cloned()
+        .ok_or("the ConfigMap has no requestheader-client-ca-file")?;
+    Ok(PublishedFrontProxy {
+        ca,
+        allowed_names: list("requestheader-allowed-names"),
+        username_headers: list("requestheader-username-headers"),
+    })
 }

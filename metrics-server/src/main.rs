@@ -112,11 +112,6 @@ async fn main() -> anyhow::Result<()> {
         .as_ref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())))
         .transpose()?;
-    if requestheader_ca.is_none() && !args.insecure_skip_auth {
-        anyhow::bail!(
-            "--requestheader-client-ca-file is required (the CA of the aggregation layer's front proxy, `requestheader-client-ca-file` in kube-system/extension-apiserver-authentication); for a local sandbox only, --insecure-skip-auth"
-        );
-    }
     // The apiserver for TokenReviews and SubjectAccessReviews: in-cluster, or KUBECONFIG.
     let kube = if args.insecure_skip_auth {
         None
@@ -124,9 +119,31 @@ async fn main() -> anyhow::Result<()> {
         let config = kube::Config::infer().await.context(
             "finding the Kubernetes API (in-cluster or KUBECONFIG) for delegated authentication",
         )?;
-        Some(keda_metrics_server::auth::KubeClient(
-            kube::Client::try_from(config).context("building the Kubernetes client")?,
-        ))
+        Some(kube::Client::try_from(config).context("building the Kubernetes client")?)
+    };
+    // Without flags, trust the front proxy the cluster publishes, as aggregated servers do.
+    let mut allowed_names: Vec<String> = args
+        .requestheader_allowed_names
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect();
+    let mut username_headers = args.requestheader_username_headers;
+    let requestheader_ca = match (requestheader_ca, &kube) {
+        (Some(ca), _) => Some(ca),
+        (None, Some(client)) => {
+            let published = keda_metrics_server::auth::published_front_proxy(client)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("reading kube-system/extension-apiserver-authentication (or pass --requestheader-client-ca-file)")?;
+            if allowed_names.is_empty() {
+                allowed_names = published.allowed_names;
+            }
+            if !published.username_headers.is_empty() {
+                username_headers = published.username_headers;
+            }
+            Some(published.ca)
+        }
+        (None, None) => None,
     };
     let operator_tls = match &args.cert_dir {
         Some(dir) if dir.join("ca.crt").exists() => Some((
@@ -142,12 +159,8 @@ async fn main() -> anyhow::Result<()> {
         auth: AuthConfig {
             insecure_skip_auth: args.insecure_skip_auth,
             requestheader_ca,
-            allowed_names: args
-                .requestheader_allowed_names
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .collect(),
-            username_headers: args.requestheader_username_headers,
+            allowed_names,
+            username_headers,
         },
         operator: OperatorConfig {
             address: args.metrics_service_address,
@@ -156,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
             timeout: args.metrics_service_timeout,
         },
         metrics_addr: bind_address(&args.metrics_bind_address)?,
-        kube,
+        kube: kube.map(keda_metrics_server::auth::KubeClient),
         auth_cache_ttl: args.authorization_cache_ttl,
     };
     let running = keda_metrics_server::start(config).await?;

@@ -290,7 +290,8 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
     let ca = sim.sim.front_proxy.ca_pem.clone();
     let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
     sim.write_kubeconfig(&kubeconfig).unwrap();
-    let server = start_server_on(operator, &ca, reserved, &kubeconfig).await;
+    // The front-proxy CA is read from the ConfigMap kube-sim publishes, as in a cluster.
+    let server = start_server_on(operator, None, reserved, &kubeconfig).await;
     // Direct requests: no credentials, or a token the apiserver rejects, are refused; the
     // simulator's own token passes TokenReview and SubjectAccessReview.
     let (ok, _, err) = kubectl_raw(&server, METRIC_PATH).await;
@@ -359,33 +360,57 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
     );
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["items"][0]["value"], json!("42500m"));
+
+    // With the CA given as a file, the front proxy's certificate and headers are trusted too.
+    let direct = start_server_on(operator, Some(&ca), free_port(), &kubeconfig).await;
+    let request = hyper::Request::get(METRIC_PATH)
+        .header("x-remote-user", "alice")
+        .header("x-remote-group", "system:authenticated")
+        .body(hyper::body::Bytes::new())
+        .unwrap();
+    let response = kube_sim::upstream::send(
+        direct.addr,
+        &kube_sim::upstream::Trust::Insecure,
+        &sim.sim.front_proxy,
+        request,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let list: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(list["items"][0]["value"], json!("42500m"));
 }
 
+/// Starts the binary on `addr` with delegated authentication against `kubeconfig`'s apiserver;
+/// the front-proxy CA comes from `--requestheader-client-ca-file` when given, else from the
+/// cluster's `extension-apiserver-authentication` ConfigMap.
 async fn start_server_on(
     operator: SocketAddr,
-    ca: &str,
+    ca: Option<&str>,
     addr: SocketAddr,
     kubeconfig: &std::path::Path,
 ) -> Server {
     let metrics_addr = free_port();
-    let path = std::env::temp_dir().join(format!("keda-rs-front-proxy-ca-{}.pem", uuid_like()));
-    std::fs::write(&path, ca).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keda-metrics-apiserver"))
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &addr.port().to_string(),
-        ])
-        .args(["--metrics-service-address", &operator.to_string()])
-        .args(["--metrics-bind-address", &metrics_addr.to_string()])
-        .args(["--requestheader-client-ca-file", path.to_str().unwrap()])
-        .args(["--requestheader-allowed-names", "front-proxy-client"])
-        .env("KUBECONFIG", kubeconfig)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keda-metrics-apiserver"));
+    cmd.args([
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        &addr.port().to_string(),
+    ])
+    .args(["--metrics-service-address", &operator.to_string()])
+    .args(["--metrics-bind-address", &metrics_addr.to_string()])
+    .env("KUBECONFIG", kubeconfig)
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
+    if let Some(ca) = ca {
+        let path = std::env::temp_dir().join(format!("keda-rs-front-proxy-ca-{}.pem", uuid_like()));
+        std::fs::write(&path, ca).unwrap();
+        cmd.args(["--requestheader-client-ca-file", path.to_str().unwrap()])
+            .args(["--requestheader-allowed-names", "front-proxy-client"]);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
