@@ -5,7 +5,8 @@
 //! nothing: it measures.
 //!
 //! `cargo bench -p keda-metrics-server --bench load`; `KEDA_RS_BENCH_SECONDS` and
-//! `KEDA_RS_BENCH_RATE` change the duration and rate.
+//! `KEDA_RS_BENCH_RATE` change the duration and rate, `KEDA_RS_BENCH_SERVER_CPUS` pins the
+//! server to CPUs (with taskset).
 
 #![allow(
     clippy::unwrap_used,
@@ -177,7 +178,18 @@ async fn main() {
             .unwrap();
     });
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keda-metrics-apiserver"))
+    // KEDA_RS_BENCH_SERVER_CPUS (e.g. "0") pins the server with taskset, so that it does not
+    // compete with the load generator (run the benchmark itself with `taskset -c 1`).
+    let binary = env!("CARGO_BIN_EXE_keda-metrics-apiserver");
+    let mut command = match std::env::var("KEDA_RS_BENCH_SERVER_CPUS") {
+        Ok(cpus) => {
+            let mut c = tokio::process::Command::new("taskset");
+            c.args(["-c", &cpus, binary]);
+            c
+        }
+        Err(_) => tokio::process::Command::new(binary),
+    };
+    let mut child = command
         .args([
             "--bind-address",
             "127.0.0.1",
