@@ -333,17 +333,13 @@ fn value_list(reply: &GetMetricResponse) -> Value {
 fn call_error(namespace: &str, metric: &str, e: &CallError) -> Response {
     use tonic::Code;
     let (code, reason) = match e.code {
+        _ if e.unreachable() => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
         Code::InvalidArgument => (StatusCode::BAD_REQUEST, "BadRequest"),
         Code::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
-        // tonic reports a connection it could not establish (e.g. a failed TLS handshake) this
-        // way: the operator is unreachable, not failing.
-        Code::Unknown if e.message.starts_with("transport error") => {
-            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
-        }
         Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
     };
+
     status(
         code,
         reason,

@@ -32,8 +32,63 @@ pub struct CallError {
     pub message: String,
 }
 
+impl CallError {
+    /// The call never got an answer from the operator: no connection, or one that broke
+    /// (tonic reports these as unavailable, cancelled, unknown, or internal with an HTTP/2
+    /// protocol message; the operator itself never answers with an unknown code).
+    pub fn unreachable(&self) -> bool {
+        match self.code {
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => true,
+            // A connection that does not speak HTTP/2 as expected (e.g. plaintext to a TLS port).
+            tonic::Code::Internal => self.message.starts_with("h2 protocol error"),
+            _ => false,
+        }
+    }
+}
+
 type Reply = Result<Arc<GetMetricResponse>, CallError>;
 type Key = (String, String, String);
+
+/// After the operator could not be reached, calls fail fast for a while (0.25 s, doubling up
+/// to 2 s), so a down operator is not hammered with connection attempts by every HPA query.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    until: Option<std::time::Instant>,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Backoff {
+    fn check(&self) -> Result<(), CallError> {
+        match self.until {
+            Some(until) if std::time::Instant::now() < until => Err(CallError {
+                code: tonic::Code::Unavailable,
+                message: format!(
+                    "the operator is unreachable; next attempt in {} ms",
+                    until
+                        .saturating_duration_since(std::time::Instant::now())
+                        .as_millis()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn record(&mut self, reply: &Reply) {
+        let unreachable = matches!(reply, Err(e) if e.unreachable());
+        if unreachable {
+            self.failures = self.failures.saturating_add(1);
+            let wait = BACKOFF_FIRST
+                .saturating_mul(1 << self.failures.min(8).saturating_sub(1))
+                .min(BACKOFF_MAX);
+            self.until = Some(std::time::Instant::now() + wait);
+        } else {
+            *self = Self::default();
+        }
+    }
+}
 
 /// The shared client.
 #[derive(Clone, Debug)]
@@ -43,6 +98,7 @@ pub struct OperatorClient {
     inflight: Arc<Mutex<HashMap<Key, Shared<BoxFuture<'static, Reply>>>>>,
     /// Counts calls actually sent (coalesced requests count once).
     calls: prometheus_client::metrics::counter::Counter,
+    backoff: Arc<Mutex<Backoff>>,
 }
 
 impl OperatorClient {
@@ -93,6 +149,7 @@ impl OperatorClient {
             timeout: config.timeout,
             inflight: Arc::default(),
             calls,
+            backoff: Arc::default(),
         })
     }
 
@@ -134,16 +191,32 @@ impl OperatorClient {
     ) -> impl Future<Output = Reply> + Send + 'static {
         let mut client = self.client.clone();
         let timeout = self.timeout;
-        self.calls.inc();
+        let calls = self.calls.clone();
+        let backoff = self.backoff.clone();
         async move {
+            backoff
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .check()?;
+            calls.inc();
             let mut request = tonic::Request::new(GetMetricRequest {
                 namespace,
                 scaled_object,
                 metric_name,
             });
             request.set_timeout(timeout);
-            match tokio::time::timeout(timeout, client.get_metric(request)).await {
+            let reply = match tokio::time::timeout(timeout, client.get_metric(request)).await {
                 Ok(Ok(response)) => Ok(Arc::new(response.into_inner())),
+                // tonic's own deadline (sent as grpc-timeout) ends the call as "cancelled".
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Cancelled
+                        && status.message().contains("Timeout expired") =>
+                {
+                    Err(CallError {
+                        code: tonic::Code::DeadlineExceeded,
+                        message: format!("the operator did not answer within {timeout:?}"),
+                    })
+                }
                 Ok(Err(status)) => Err(CallError {
                     code: status.code(),
                     message: status.message().to_owned(),
@@ -152,7 +225,12 @@ impl OperatorClient {
                     code: tonic::Code::DeadlineExceeded,
                     message: format!("the operator did not answer within {timeout:?}"),
                 }),
-            }
+            };
+            backoff
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(&reply);
+            reply
         }
     }
 }

@@ -104,6 +104,10 @@ fn free_port() -> SocketAddr {
 /// Starts the binary on a free port with `--insecure-skip-auth` (local use, as kubectl talks to
 /// it directly).
 async fn start_server(operator: SocketAddr) -> Server {
+    start_server_with(operator, &[]).await
+}
+
+async fn start_server_with(operator: SocketAddr, extra: &[&str]) -> Server {
     let metrics_addr = free_port();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keda-metrics-apiserver"));
     cmd.args([
@@ -113,6 +117,7 @@ async fn start_server(operator: SocketAddr) -> Server {
         "0",
         "--insecure-skip-auth",
     ])
+    .args(extra)
     .args(["--metrics-service-address", &operator.to_string()])
     .args(["--metrics-bind-address", &metrics_addr.to_string()])
     .stdout(Stdio::piped())
@@ -182,6 +187,23 @@ async fn kubectl_reads_discovery_and_metric_values_directly() {
     assert!(ok);
     let resources: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(resources["resources"][0]["name"], json!("externalmetrics"));
+    let (ok, out, _) = kubectl_raw(&server, "/apis").await;
+    assert!(ok);
+    let groups: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        groups["groups"][0]["preferredVersion"]["groupVersion"],
+        json!("external.metrics.k8s.io/v1beta1")
+    );
+    let (ok, out, _) = kubectl_raw(&server, "/apis/external.metrics.k8s.io").await;
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["kind"],
+        json!("APIGroup")
+    );
+    let (ok, out, _) =
+        kubectl_raw(&server, "/openapi/v3/apis/external.metrics.k8s.io/v1beta1").await;
+    assert!(ok);
+    assert!(serde_json::from_str::<Value>(&out).unwrap()["components"]["schemas"]["ExternalMetricValueList"].is_object());
     for path in ["/healthz", "/livez", "/readyz"] {
         assert_eq!(kubectl_raw(&server, path).await.1, "ok");
     }
@@ -223,6 +245,45 @@ async fn errors_are_kubernetes_statuses_with_meaningful_codes() {
     );
     let (ok, _, err) = kubectl_raw(&server, "/apis/nope").await;
     assert!(!ok && err.contains("NotFound"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_operator_is_a_gateway_timeout() {
+    let (stand_in, operator) = start_stand_in().await;
+    *stand_in.delay.lock().unwrap() = Duration::from_secs(2);
+    let server = start_server_with(operator, &["--metrics-service-timeout", "200ms"]).await;
+    let (ok, _, err) = kubectl_raw(&server, METRIC_PATH).await;
+    assert!(!ok);
+    assert!(
+        err.contains("Error from server (Timeout)") && err.contains("did not answer within 200ms"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_operator_is_retried_with_backoff_not_on_every_request() {
+    // A port that accepts connections and drops them at once, counting the attempts.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let operator = listener.local_addr().unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let server = start_server(operator).await;
+    for _ in 0..20 {
+        let (ok, _, err) = kubectl_raw(&server, METRIC_PATH).await;
+        assert!(!ok && err.contains("ServiceUnavailable"), "{err}");
+    }
+    let made = attempts.load(Ordering::SeqCst);
+    assert!(made >= 1, "the operator was tried");
+    assert!(
+        made < 20,
+        "20 requests while the operator is down made {made} connection attempts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,11 +348,10 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
         ..kube_sim::Config::default()
     };
     let sim = kube_sim::start(config).await.unwrap();
-    let ca = sim.sim.front_proxy.ca_pem.clone();
     let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
     sim.write_kubeconfig(&kubeconfig).unwrap();
     // The front-proxy CA is read from the ConfigMap kube-sim publishes, as in a cluster.
-    let server = start_server_on(operator, None, reserved, &kubeconfig).await;
+    let server = start_server_on(operator, None, reserved, &kubeconfig, &[]).await;
     // Direct requests: no credentials, or a token the apiserver rejects, are refused; the
     // simulator's own token passes TokenReview and SubjectAccessReview.
     let (ok, _, err) = kubectl_raw(&server, METRIC_PATH).await;
@@ -323,25 +383,7 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
                  "groupPriorityMinimum": 100, "versionPriority": 100,
                  "service": {"namespace": "keda", "name": "keda-metrics-apiserver", "port": 443}}
     });
-    let mut apply = tokio::process::Command::new("kubectl")
-        .args([
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "apply",
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        apply.stdin.as_mut().unwrap(),
-        apiservice.to_string().as_bytes(),
-    )
-    .await
-    .unwrap();
-    drop(apply.stdin.take());
-    assert!(apply.wait().await.unwrap().success());
+    kubectl_apply(&kubeconfig, &apiservice).await;
     let out = tokio::process::Command::new("kubectl")
         .args([
             "--kubeconfig",
@@ -360,26 +402,96 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
     );
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["items"][0]["value"], json!("42500m"));
+}
 
-    // With the CA given as a file, the front proxy's certificate and headers are trusted too.
-    let direct = start_server_on(operator, Some(&ca), free_port(), &kubeconfig).await;
+/// `kubectl apply -f -` of one object against the simulator.
+async fn kubectl_apply(kubeconfig: &std::path::Path, object: &Value) {
+    let mut apply = tokio::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "apply",
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        apply.stdin.as_mut().unwrap(),
+        object.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    drop(apply.stdin.take());
+    assert!(apply.wait().await.unwrap().success());
+}
+
+/// A metric request as the aggregation layer sends it for `user`.
+async fn as_front_proxy(
+    sim: &kube_sim::KubeSim,
+    addr: SocketAddr,
+    user: &str,
+) -> hyper::Response<hyper::body::Bytes> {
     let request = hyper::Request::get(METRIC_PATH)
-        .header("x-remote-user", "alice")
+        .header("x-remote-user", user)
         .header("x-remote-group", "system:authenticated")
         .body(hyper::body::Bytes::new())
         .unwrap();
-    let response = kube_sim::upstream::send(
-        direct.addr,
+    kube_sim::upstream::send(
+        addr,
         &kube_sim::upstream::Trust::Insecure,
         &sim.sim.front_proxy,
         request,
         Duration::from_secs(10),
     )
     .await
-    .unwrap();
-    assert_eq!(response.status(), 200);
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_proxied_users_are_authorized_with_subject_access_reviews() {
+    let (_stand_in, operator) = start_stand_in().await;
+    let sim = kube_sim::start(kube_sim::Config::default()).await.unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    // The CA given as a file this time, and no decision caching, so the new binding counts.
+    let ca = sim.sim.front_proxy.ca_pem.clone();
+    let server = start_server_on(
+        operator,
+        Some(&ca),
+        free_port(),
+        &kubeconfig,
+        &["--authorization-cache-ttl", "0s"],
+    )
+    .await;
+    let response = as_front_proxy(&sim, server.addr, "alice").await;
+    assert_eq!(response.status(), 403, "alice has no RBAC binding yet");
+    let status: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(status["reason"], json!("Forbidden"));
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("User \"alice\" cannot get resource \"s0-queue\""),
+        "{status}"
+    );
+    kubectl_apply(&kubeconfig, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "external-metrics-reader"},
+        "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get"]}]})).await;
+    kubectl_apply(&kubeconfig, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "alice-reads-metrics"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "external-metrics-reader"},
+        "subjects": [{"kind": "User", "name": "alice"}]})).await;
+    let response = as_front_proxy(&sim, server.addr, "alice").await;
+    assert_eq!(response.status(), 200, "allowed once bound");
     let list: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(list["items"][0]["value"], json!("42500m"));
+    // Another user is still refused.
+    assert_eq!(
+        as_front_proxy(&sim, server.addr, "mallory").await.status(),
+        403
+    );
 }
 
 /// Starts the binary on `addr` with delegated authentication against `kubeconfig`'s apiserver;
@@ -390,6 +502,7 @@ async fn start_server_on(
     ca: Option<&str>,
     addr: SocketAddr,
     kubeconfig: &std::path::Path,
+    extra: &[&str],
 ) -> Server {
     let metrics_addr = free_port();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_keda-metrics-apiserver"));
@@ -401,6 +514,7 @@ async fn start_server_on(
     ])
     .args(["--metrics-service-address", &operator.to_string()])
     .args(["--metrics-bind-address", &metrics_addr.to_string()])
+    .args(extra)
     .env("KUBECONFIG", kubeconfig)
     .stdout(Stdio::piped())
     .kill_on_drop(true);

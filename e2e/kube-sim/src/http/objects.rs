@@ -170,7 +170,7 @@ fn create(req: &Request<'_>) -> Result<(StatusCode, Value), ApiError> {
         object["kind"] = json!(req.rt.kind);
         return Ok((
             StatusCode::CREATED,
-            crate::reviews::answer(&req.rt.plural, object),
+            crate::reviews::answer(req.cluster, &req.rt.plural, object),
         ));
     }
     apply::record_update(
