@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p keda-metrics-server --bench load`; `KEDA_RS_BENCH_SECONDS` and
 //! `KEDA_RS_BENCH_RATE` change the duration and rate, `KEDA_RS_BENCH_SERVER_CPUS` pins the
-//! server to CPUs (with taskset).
+//! server to CPUs (with taskset) and `KEDA_RS_BENCH_SERVER_ARGS` adds flags to the server.
 
 #![allow(
     clippy::unwrap_used,
@@ -200,6 +200,11 @@ async fn main() {
             "0",
         ])
         .args(["--metrics-service-address", &operator.to_string()])
+        .args(
+            std::env::var("KEDA_RS_BENCH_SERVER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .kill_on_drop(true)

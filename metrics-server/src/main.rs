@@ -54,6 +54,9 @@ struct Args {
     /// Serve every request without authentication. LOCAL SANDBOX ONLY.
     #[arg(long)]
     insecure_skip_auth: bool,
+    /// Threads serving requests (default: one per CPU); 1 runs everything on one thread.
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// How long TokenReview and SubjectAccessReview answers are reused.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     authorization_cache_ttl: Duration,
@@ -82,15 +85,27 @@ fn bind_address(text: &str) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut runtime = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    runtime.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let serving = match (
         &args.tls_cert_file,
         &args.tls_private_key_file,

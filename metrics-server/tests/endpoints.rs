@@ -521,8 +521,7 @@ async fn start_server_on(
     if let Some(ca) = ca {
         let path = std::env::temp_dir().join(format!("keda-rs-front-proxy-ca-{}.pem", uuid_like()));
         std::fs::write(&path, ca).unwrap();
-        cmd.args(["--requestheader-client-ca-file", path.to_str().unwrap()])
-            .args(["--requestheader-allowed-names", "front-proxy-client"]);
+        cmd.args(["--requestheader-client-ca-file", path.to_str().unwrap()]);
     }
     let mut child = cmd.spawn().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
@@ -536,4 +535,60 @@ async fn start_server_on(
         metrics_addr,
         _child: child,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_proxy_certificate_with_another_name_is_refused() {
+    let (_stand_in, operator) = start_stand_in().await;
+    let sim = kube_sim::start(kube_sim::Config::default()).await.unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let ca = sim.sim.front_proxy.ca_pem.clone();
+    let server = start_server_on(
+        operator,
+        Some(&ca),
+        free_port(),
+        &kubeconfig,
+        &["--requestheader-allowed-names", "aggregator"],
+    )
+    .await;
+    let response = as_front_proxy(&sim, server.addr, "alice").await;
+    assert_eq!(response.status(), 401);
+    let status: Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(
+        status["message"],
+        json!("client certificate \"front-proxy-client\" is not an allowed front proxy")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_apiserver_fails_token_reviews_with_500() {
+    let (_stand_in, operator) = start_stand_in().await;
+    let kubeconfig =
+        std::env::temp_dir().join(format!("keda-rs-ms-dead-{}.kubeconfig", uuid_like()));
+    std::fs::write(
+        &kubeconfig,
+        kube_sim::kubeconfig(&format!("http://{}", free_port())),
+    )
+    .unwrap();
+    let ca = kube_sim::upstream::FrontProxy::generate().unwrap().ca_pem;
+    let server = start_server_on(operator, Some(&ca), free_port(), &kubeconfig, &[]).await;
+    let out = tokio::process::Command::new("kubectl")
+        .args([
+            "--server",
+            &format!("https://{}", server.addr),
+            "--insecure-skip-tls-verify",
+            "--token",
+            "some-token",
+        ])
+        .args(["get", "--raw", METRIC_PATH])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("Error from server (InternalError)") && err.contains("TokenReview failed"),
+        "{err}"
+    );
 }
