@@ -9,6 +9,8 @@
     reason = "a test fails by panicking"
 )]
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -150,23 +152,7 @@ fn uuid_like() -> String {
 
 /// kubectl against the server directly, skipping TLS verification (self-signed serving cert).
 async fn kubectl_raw(server: &Server, path: &str) -> (bool, String, String) {
-    let out = tokio::process::Command::new("kubectl")
-        .args([
-            "--server",
-            &format!("https://{}", server.addr),
-            "--insecure-skip-tls-verify",
-            "--token",
-            "unused",
-        ])
-        .args(["get", "--raw", path])
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::kubectl_raw_with_token(server.addr, "unused", path).await
 }
 
 const METRIC_PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/s0-queue?labelSelector=scaledobject.keda.sh%2Fname%3Dorders";
@@ -359,23 +345,8 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
         !ok && err.contains("the bearer token was not accepted"),
         "{err}"
     );
-    let out = tokio::process::Command::new("kubectl")
-        .args([
-            "--server",
-            &format!("https://{}", server.addr),
-            "--insecure-skip-tls-verify",
-            "--token",
-            "kube-sim",
-        ])
-        .args(["get", "--raw", METRIC_PATH])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, _, err) = support::kubectl_raw_with_token(server.addr, "kube-sim", METRIC_PATH).await;
+    assert!(ok, "{err}");
     let apiservice = json!({
         "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
         "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
@@ -573,20 +544,9 @@ async fn an_unreachable_apiserver_fails_token_reviews_with_500() {
     .unwrap();
     let ca = kube_sim::upstream::FrontProxy::generate().unwrap().ca_pem;
     let server = start_server_on(operator, Some(&ca), free_port(), &kubeconfig, &[]).await;
-    let out = tokio::process::Command::new("kubectl")
-        .args([
-            "--server",
-            &format!("https://{}", server.addr),
-            "--insecure-skip-tls-verify",
-            "--token",
-            "some-token",
-        ])
-        .args(["get", "--raw", METRIC_PATH])
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, _, err) =
+        support::kubectl_raw_with_token(server.addr, "some-token", METRIC_PATH).await;
+    assert!(!ok);
     assert!(
         err.contains("Error from server (InternalError)") && err.contains("TokenReview failed"),
         "{err}"

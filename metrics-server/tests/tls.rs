@@ -8,6 +8,8 @@
     reason = "a test fails by panicking"
 )]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
@@ -16,7 +18,7 @@ use std::time::Duration;
 
 use keda_proto::metrics::metric_service_server::{MetricService, MetricServiceServer};
 use keda_proto::metrics::{GetMetricRequest, GetMetricResponse, MetricSample};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncBufReadExt;
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -74,53 +76,6 @@ async fn spawn_server(args: &[&str]) -> (SocketAddr, tokio::process::Child) {
     )
 }
 
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            m,
-            c,
-            d,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// The certificate the server presents right now.
 async fn served_certificate(addr: SocketAddr) -> Vec<u8> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -129,7 +84,7 @@ async fn served_certificate(addr: SocketAddr) -> Vec<u8> {
     .with_safe_default_protocol_versions()
     .unwrap()
     .dangerous()
-    .with_custom_certificate_verifier(Arc::new(AcceptAny))
+    .with_custom_certificate_verifier(Arc::new(kube_sim::upstream::AcceptAny::default()))
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -203,25 +158,7 @@ impl MetricService for Answering {
 }
 
 async fn kubectl_raw(addr: SocketAddr, path: &str) -> (bool, String, String) {
-    let out = tokio::process::Command::new("kubectl")
-        .args([
-            "--server",
-            &format!("https://{addr}"),
-            "--insecure-skip-tls-verify",
-            "--token",
-            "unused",
-            "get",
-            "--raw",
-            path,
-        ])
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::kubectl_raw_with_token(addr, "unused", path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

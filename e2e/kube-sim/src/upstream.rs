@@ -63,8 +63,16 @@ impl FrontProxy {
     }
 }
 
+/// Accepts any server certificate (`insecureSkipTLSVerify`); also handy for tests of servers
+/// with self-signed certificates.
 #[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+pub struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl Default for AcceptAny {
+    fn default() -> Self {
+        Self(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
