@@ -21,7 +21,7 @@ use crate::api_error::ApiError;
 use crate::cluster::{Cluster, Part};
 use crate::http::route::Route;
 use crate::resources::ResourceKey;
-use crate::upstream::{self, Trust};
+use crate::upstream::Trust;
 
 /// The user aggregated servers see for every proxied request.
 pub const PROXY_USER: &str = "kube-sim-admin";
@@ -147,7 +147,8 @@ pub async fn forward(
     let request = request
         .body(body)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    upstream::send(addr, &trust, &sim.front_proxy, request, TIMEOUT)
+    sim.upstream
+        .send(addr, &trust, &sim.front_proxy, request, TIMEOUT)
         .await
         .map_err(|e| ApiError::service_unavailable(format!("error trying to reach service: {e}")))
 }

@@ -64,6 +64,8 @@ pub struct Sim {
     pub config: Config,
     /// Certificates kube-sim presents to aggregated API servers and webhooks.
     pub front_proxy: upstream::FrontProxy,
+    /// Connections to aggregated API servers and webhooks, kept alive and reused.
+    pub upstream: upstream::Pool,
 }
 
 /// A running simulator; dropping it stops the server.
@@ -150,6 +152,7 @@ pub async fn start(config: Config) -> std::io::Result<KubeSim> {
         cluster,
         config,
         front_proxy,
+        upstream: upstream::Pool::default(),
     });
     controllers::spawn_all(&sim);
     aggregator::spawn_availability(&sim);

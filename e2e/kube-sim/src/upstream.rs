@@ -156,7 +156,114 @@ fn tls_config(
     Ok((config, server_name))
 }
 
-/// One HTTPS request over a fresh connection, with a deadline.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// What identifies a reusable connection: the address and how its certificate is trusted.
+type PoolKey = (SocketAddr, Option<(Vec<u8>, String)>);
+
+fn pool_key(addr: SocketAddr, trust: &Trust) -> PoolKey {
+    match trust {
+        Trust::Insecure => (addr, None),
+        Trust::CaBundle { pem, server_name } => (addr, Some((pem.clone(), server_name.clone()))),
+    }
+}
+
+/// Keep-alive connections to upstream servers, reused across requests as the real aggregator
+/// does (one idle HTTP/1.1 connection is taken per request; a new one is opened when none is
+/// idle).
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<std::collections::HashMap<PoolKey, Vec<Sender>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    trust: &Trust,
+    front_proxy: &FrontProxy,
+) -> Result<Sender, String> {
+    let (config, server_name) = tls_config(trust, front_proxy)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from(server_name).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn exchange(
+    sender: &mut Sender,
+    addr: SocketAddr,
+    request: hyper::Request<Bytes>,
+) -> Result<hyper::Response<Bytes>, String> {
+    let (parts, body) = request.into_parts();
+    let response = sender
+        .send_request(hyper::Request::from_parts(parts, Full::new(body)))
+        .await
+        .map_err(|e| format!("request to {addr}: {e}"))?;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(hyper::Response::from_parts(parts, bytes))
+}
+
+impl Pool {
+    /// One HTTPS request on a pooled connection, with a deadline.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        trust: &Trust,
+        front_proxy: &FrontProxy,
+        request: hyper::Request<Bytes>,
+        timeout: Duration,
+    ) -> Result<hyper::Response<Bytes>, String> {
+        let key = pool_key(addr, trust);
+        let work = async {
+            let reused = {
+                let mut idle = self
+                    .idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let senders = idle.entry(key.clone()).or_default();
+                senders.retain(|s| !s.is_closed());
+                senders.pop()
+            };
+            let mut sender = match reused {
+                Some(sender) => sender,
+                None => connect(addr, trust, front_proxy).await?,
+            };
+            let response = exchange(&mut sender, addr, request).await?;
+            if sender.is_ready() {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(key.clone())
+                    .or_default()
+                    .push(sender);
+            }
+            Ok(response)
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("request to {addr} timed out after {timeout:?}"))?
+    }
+}
+
+/// One HTTPS request over a fresh connection, with a deadline (for one-off callers and tests).
 pub async fn send(
     addr: SocketAddr,
     trust: &Trust,
@@ -165,29 +272,8 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<hyper::Response<Bytes>, String> {
     let work = async {
-        let (config, server_name) = tls_config(trust, front_proxy)?;
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let name = ServerName::try_from(server_name).map_err(|e| e.to_string())?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-        let io = hyper_util::rt::TokioIo::new(tls);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let (parts, body) = request.into_parts();
-        let response = sender
-            .send_request(hyper::Request::from_parts(parts, Full::new(body)))
-            .await
-            .map_err(|e| format!("request to {addr}: {e}"))?;
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-        Ok(hyper::Response::from_parts(parts, bytes))
+        let mut sender = connect(addr, trust, front_proxy).await?;
+        exchange(&mut sender, addr, request).await
     };
     tokio::time::timeout(timeout, work)
         .await

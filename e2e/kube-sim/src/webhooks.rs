@@ -19,7 +19,7 @@ use crate::api_error::ApiError;
 use crate::http::objects::{self, Request};
 use crate::resources::ResourceKey;
 use crate::selectors::LabelSelector;
-use crate::upstream::{self, Trust};
+use crate::upstream::Trust;
 
 /// The admission operation of a request, if it has one.
 pub fn operation(method: &Method, named: bool) -> Option<&'static str> {
@@ -270,7 +270,10 @@ async fn send(
         .header("accept", "application/json")
         .body(Bytes::from(review.to_string()))
         .map_err(|e| e.to_string())?;
-    let response = upstream::send(addr, &trust, &sim.front_proxy, request, timeout).await?;
+    let response = sim
+        .upstream
+        .send(addr, &trust, &sim.front_proxy, request, timeout)
+        .await?;
     if !response.status().is_success() {
         return Err(format!("webhook returned HTTP {}", response.status()));
     }

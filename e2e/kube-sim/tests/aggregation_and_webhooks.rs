@@ -129,6 +129,21 @@ async fn external_metrics_are_proxied_with_the_front_proxy_identity() {
         Some("labelSelector=scaledobject.keda.sh%2Fname%3Dorders"),
         "the query string reaches the backend unchanged"
     );
+    // Further requests reuse the kept-alive connection instead of a handshake each.
+    let before = f.backend.state.connections.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        raw_get(
+            &f.client,
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/queue?labelSelector=a%3Db",
+        )
+        .await
+        .unwrap();
+    }
+    let opened = f.backend.state.connections.load(Ordering::SeqCst) - before;
+    assert!(
+        opened <= 1,
+        "10 sequential proxied requests opened {opened} connections"
+    );
     let groups = raw_get(&f.client, "/apis").await.unwrap();
     assert!(
         groups["groups"]

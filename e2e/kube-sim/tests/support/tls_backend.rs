@@ -21,6 +21,8 @@ pub(crate) struct BackendState {
     pub(crate) queue_milli: AtomicI64,
     pub(crate) metric_requests: AtomicUsize,
     pub(crate) reviews: AtomicUsize,
+    /// TLS connections accepted.
+    pub(crate) connections: AtomicUsize,
     pub(crate) remote_users: Mutex<Vec<String>>,
     pub(crate) selectors: Mutex<Vec<String>>,
 }
@@ -154,6 +156,7 @@ pub(crate) async fn start_on(addr: SocketAddr, front_proxy_ca: &str, names: &[&s
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 let service = hyper::service::service_fn(move |req| handle(state.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
