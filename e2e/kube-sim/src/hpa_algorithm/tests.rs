@@ -1,5 +1,9 @@
 //! Worked examples of the Kubernetes HPA documentation and the controller's edge cases.
 
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+
 use super::*;
 use serde_json::json;
 
