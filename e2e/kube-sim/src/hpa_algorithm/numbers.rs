@@ -7,19 +7,25 @@ pub(super) fn sum(values: impl Iterator<Item = i64>) -> i64 {
 
 /// Float-to-int `as` saturates and maps NaN to 0: the sane answer for absurd ratios, where Go
 /// leaves the overflow implementation-defined.
-#[allow(clippy::cast_possible_truncation)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "saturating on purpose, see above"
+)]
 pub(super) fn ceil_to_i32(x: f64) -> i32 {
     x.ceil() as i32
 }
 
 /// Truncates toward zero like Go's integer conversion, saturating instead of overflowing.
-#[allow(clippy::cast_possible_truncation)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "Go's truncation, saturating"
+)]
 pub(super) fn to_i64(x: f64) -> i64 {
     x as i64
 }
 
 /// Go converts milli-values to float64 the same lossy way; replica-sized values are exact.
-#[allow(clippy::cast_precision_loss)]
+#[allow(clippy::cast_precision_loss, reason = "as lossy as Go's conversion")]
 pub(super) fn to_f64(v: i64) -> f64 {
     v as f64
 }
