@@ -15,6 +15,7 @@ pub mod hpa_algorithm;
 pub mod http;
 pub mod pagination;
 pub mod patch;
+pub mod protobuf;
 pub mod quantity;
 pub mod resources;
 pub mod reviews;

@@ -2,8 +2,8 @@
 //! in-process simulator. Each test starts its own simulator and checks what kubectl prints, or
 //! what the server stored, against what a real apiserver gives.
 //!
-//! kubectl's typed commands (`create deployment`, `create namespace`, ...) send protobuf, which
-//! kube-sim refuses on purpose, so objects are written from manifests with `apply`/`create -f`.
+//! kubectl's typed commands send protobuf; kube-sim decodes it for Namespaces, ConfigMaps and
+//! Secrets and refuses it otherwise, so other objects are written from manifests.
 
 #![allow(
     clippy::unwrap_used,
@@ -1255,7 +1255,59 @@ async fn typed_commands_sending_protobuf_are_refused_with_415() {
         .await;
     assert_eq!(
         out.err(),
-        "error: failed to create deployment: kube-sim does not support request bodies of type application/vnd.kubernetes.protobuf; send application/json (clients built on typed client-go clientsets default to protobuf)\n"
+        "error: failed to create deployment: kube-sim does not support request bodies of type application/vnd.kubernetes.protobuf (kube-sim decodes protobuf only for v1 Namespaces, ConfigMaps and Secrets, not apps/v1 Deployment); send application/json (clients built on typed client-go clientsets default to protobuf)\n"
     );
     k.run(&["get", "deploy", "web"]).await.err();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_create_of_namespaces_config_maps_and_secrets_works() {
+    let k = Kubectl::start().await;
+    assert_eq!(
+        k.run(&["create", "namespace", "shop"]).await.ok(),
+        "namespace/shop created\n"
+    );
+    assert_eq!(
+        k.run(&[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "shop",
+            "--from-literal=mode=fast"
+        ])
+        .await
+        .ok(),
+        "configmap/settings created\n"
+    );
+    assert_eq!(
+        k.run(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "-n",
+            "shop",
+            "--from-literal=password=hunter2"
+        ])
+        .await
+        .ok(),
+        "secret/creds created\n"
+    );
+    assert_eq!(
+        k.jsonpath(&["cm", "settings", "-n", "shop"], "{.data.mode}")
+            .await,
+        "fast"
+    );
+    // aHVudGVyMg== is base64 for hunter2.
+    assert_eq!(
+        k.jsonpath(&["secret", "creds", "-n", "shop"], "{.data.password}")
+            .await,
+        "aHVudGVyMg=="
+    );
+    assert_eq!(
+        k.jsonpath(&["secret", "creds", "-n", "shop"], "{.type}")
+            .await,
+        "Opaque"
+    );
 }

@@ -162,6 +162,12 @@ pub fn apply_defaults(rt: &ResourceType, object: &mut Value) {
             default_field(object, "/status", json!({"phase": "Active"}));
         }
         ("", "Secret") => {
+            // An empty type is defaulted too, as the apiserver's defaulting does.
+            if object["type"].as_str().is_some_and(str::is_empty)
+                && let Some(map) = object.as_object_mut()
+            {
+                map.remove("type");
+            }
             default_field(object, "/type", json!("Opaque"));
             merge_string_data(object);
         }

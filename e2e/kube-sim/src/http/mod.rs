@@ -65,9 +65,19 @@ async fn dispatch(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    // Typed kubectl commands send protobuf; the kinds they create most are decoded.
+    let decoded;
+    let body = if content_type.contains("protobuf") {
+        decoded = crate::protobuf::to_json(body)
+            .map_err(|e| ApiError::unsupported_media_type_body(&format!("{content_type} ({e})")))?
+            .to_string()
+            .into_bytes();
+        decoded.as_slice()
+    } else if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type_body(content_type));
-    }
+    } else {
+        body
+    };
     let Some(route) = route::parse(uri.path(), |g, v, plural| {
         registry.lookup(g, v, plural).is_some_and(|t| t.namespaced)
     }) else {
