@@ -375,6 +375,14 @@ async fn through_kube_sim_aggregation_with_front_proxy_authentication() {
     assert_eq!(list["items"][0]["value"], json!("42500m"));
 }
 
+/// A simulator and a kubeconfig file for it.
+async fn simulator() -> (kube_sim::KubeSim, std::path::PathBuf) {
+    let sim = kube_sim::start(kube_sim::Config::default()).await.unwrap();
+    let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    (sim, kubeconfig)
+}
+
 /// `kubectl apply -f -` of one object against the simulator.
 async fn kubectl_apply(kubeconfig: &std::path::Path, object: &Value) {
     let mut apply = tokio::process::Command::new("kubectl")
@@ -423,9 +431,7 @@ async fn as_front_proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn front_proxied_users_are_authorized_with_subject_access_reviews() {
     let (_stand_in, operator) = start_stand_in().await;
-    let sim = kube_sim::start(kube_sim::Config::default()).await.unwrap();
-    let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
-    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let (sim, kubeconfig) = simulator().await;
     // The CA given as a file this time, and no decision caching, so the new binding counts.
     let ca = sim.sim.front_proxy.ca_pem.clone();
     let server = start_server_on(
@@ -511,9 +517,7 @@ async fn start_server_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_front_proxy_certificate_with_another_name_is_refused() {
     let (_stand_in, operator) = start_stand_in().await;
-    let sim = kube_sim::start(kube_sim::Config::default()).await.unwrap();
-    let kubeconfig = std::env::temp_dir().join(format!("keda-rs-ms-{}.kubeconfig", uuid_like()));
-    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let (sim, kubeconfig) = simulator().await;
     let ca = sim.sim.front_proxy.ca_pem.clone();
     let server = start_server_on(
         operator,

@@ -11,6 +11,8 @@
     reason = "a test fails by panicking"
 )]
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,6 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keda_operator_crd::{FallbackBehavior, ScaledObject};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
@@ -1187,28 +1188,7 @@ async fn controller_reconciles_config_maps_when_they_change() {
 // custom resources
 
 async fn install_scaled_object_crd(client: &Client) -> Api<ScaledObject> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &ScaledObject::crd())
-        .await
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let crd = crds.get("scaledobjects.keda.sh").await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the CRD is not Established"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::crds::install(client, &ScaledObject::crd()).await;
     Api::default_namespaced(client.clone())
 }
 

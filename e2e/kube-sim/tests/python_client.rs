@@ -11,17 +11,14 @@
     reason = "a test fails by panicking"
 )]
 
+mod support;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Api;
-use kube::api::PostParams;
-
-/// The longest the CRD takes to become Established.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The longest creating the virtualenv (downloading and installing packages) may take.
 const VENV_LIMIT: Duration = Duration::from_secs(600);
@@ -125,26 +122,7 @@ async fn install_scaled_object_crd(sim: &kube_sim::KubeSim) {
     let path = repo_root().join("charts/keda-rs/crds/keda.sh_scaledobjects.yaml");
     let crd: CustomResourceDefinition =
         serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let crd = crds.get("scaledobjects.keda.sh").await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the CRD is not Established"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::crds::install(&client, &crd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

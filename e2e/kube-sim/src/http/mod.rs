@@ -88,13 +88,14 @@ async fn dispatch(
     {
         return Ok(response);
     }
-    let aggregated = crate::aggregator::claimed_group_versions(cluster);
+    // Only the group listings need the aggregated group versions (a list of APIServices).
+    let aggregated = || crate::aggregator::claimed_group_versions(cluster);
     match route {
         Route::Version => Ok(ok(&discovery::version())),
         Route::Health => Ok((StatusCode::OK, "ok").into_response()),
         Route::CoreVersions => Ok(ok(&discovery::core_versions())),
-        Route::Groups => Ok(ok(&discovery::groups(registry, &aggregated))),
-        Route::Group(g) => Ok(ok(&discovery::group(registry, &aggregated, &g)?)),
+        Route::Groups => Ok(ok(&discovery::groups(registry, &aggregated()))),
+        Route::Group(g) => Ok(ok(&discovery::group(registry, &aggregated(), &g)?)),
         Route::GroupVersion(g, v) => Ok(discovery::resource_list(registry, &g, &v)
             .map_or_else(|_| page_not_found(), |list| ok(&list))),
         Route::OpenApiV2 => Err(ApiError::not_supported("OpenAPI v2 (use /openapi/v3)")),
