@@ -1,0 +1,2 @@
+//! Trigger authentication: TriggerAuthentication / ClusterTriggerAuthentication parameters and
+//! the target container's environment.

@@ -1,0 +1,2 @@
+//! `keda-operator`.
+fn main() {}

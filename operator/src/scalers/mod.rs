@@ -1,0 +1,181 @@
+//! Scalers: one module per trigger type and one registry line per type.
+//!
+//! A scaler is built from a [`TriggerInput`] without any network I/O (bad metadata fails here,
+//! with an error naming the field); reading a metric talks to the source.
+
+pub mod cpu_memory;
+pub mod cron;
+pub mod kubernetes_workload;
+pub mod metrics_api;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use keda_operator_crd::MetricTargetType;
+
+use crate::params::{ParamError, Params};
+
+/// Everything a scaler is built from (KEDA's `ScalerConfig`).
+#[derive(Clone, Debug)]
+pub struct TriggerInput {
+    /// Position in `spec.triggers`; the `s<index>-` of metric names.
+    pub index: usize,
+    pub trigger_type: String,
+    /// The trigger's optional `name` (a scalingModifiers formula variable).
+    pub name: Option<String>,
+    /// The trigger's `metricType` (AverageValue when unset).
+    pub metric_type: MetricTargetType,
+    /// Whether the trigger's `metricType` was given explicitly (cpu/memory require it).
+    pub metric_type_set: bool,
+    pub params: Params,
+    /// Namespace of the ScaledObject (kubernetes-workload counts pods here).
+    pub namespace: String,
+    /// When scalingModifiers combine the triggers, per-trigger targets become optional.
+    pub as_metric_source: bool,
+    /// Deadline of HTTP requests to sources (`KEDA_HTTP_DEFAULT_TIMEOUT`).
+    pub http_timeout: Duration,
+}
+
+impl TriggerInput {
+    /// A trigger at `index` of `trigger_type` with only metadata; the rest defaulted.
+    pub fn new(index: usize, trigger_type: &str, params: Params) -> Self {
+        Self {
+            index,
+            trigger_type: trigger_type.to_owned(),
+            name: None,
+            metric_type: MetricTargetType::AverageValue,
+            metric_type_set: false,
+            params,
+            namespace: "default".to_owned(),
+            as_metric_source: false,
+            http_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the HPA is told about one trigger.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricSpec {
+    /// An `External` metric served by the metrics server.
+    External {
+        /// `s<index>-...`
+        name: String,
+        target_type: MetricTargetType,
+        /// Target per replica (AverageValue) or in total (Value).
+        target: f64,
+    },
+    /// A `Resource` metric (or `ContainerResource` when a container is named).
+    Resource {
+        /// `cpu` or `memory`.
+        resource: String,
+        container: Option<String>,
+        target: ResourceTarget,
+    },
+}
+
+impl MetricSpec {
+    /// The external metric name, if this is one.
+    pub fn external_name(&self) -> Option<&str> {
+        match self {
+            Self::External { name, .. } => Some(name),
+            Self::Resource { .. } => None,
+        }
+    }
+}
+
+/// A Resource metric target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResourceTarget {
+    /// Percent of the request.
+    Utilization(i32),
+    /// A quantity per pod, as written (`500m`, `1Gi`).
+    AverageValue(String),
+}
+
+/// One read of a trigger's metric.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub value: f64,
+    /// `value > activation threshold`, strictly.
+    pub active: bool,
+}
+
+/// Why a scaler could not be built or read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScalerError {
+    #[error("no scaler found for type: {0}")]
+    UnknownType(String),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("{0}")]
+    Config(String),
+    /// The source could not be reached or answered with something unusable.
+    #[error("{0}")]
+    Source(String),
+    /// A metric name this scaler does not serve.
+    #[error("metric {0} is not served by this trigger")]
+    NoSuchMetric(String),
+}
+
+impl ScalerError {
+    /// A short label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::UnknownType(_) | Self::Param(_) | Self::Config(_) => "config",
+            Self::Source(_) => "source",
+            Self::NoSuchMetric(_) => "metric",
+        }
+    }
+}
+
+/// Shared clients scalers read through.
+#[derive(Clone)]
+pub struct Services {
+    pub kube: kube::Client,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
+}
+
+/// A built trigger.
+pub trait Scaler: Send + Sync + std::fmt::Debug {
+    /// The metrics this trigger gives the HPA, names already `s<index>-...`.
+    fn metric_specs(&self) -> Vec<MetricSpec>;
+
+    /// Reads the external metric `metric` (one of [`Scaler::metric_specs`]) and whether the
+    /// trigger is active. Scalers without external metrics (cpu, memory) are never read.
+    fn read<'a>(&'a self, metric: &'a str) -> BoxFuture<'a, Result<Reading, ScalerError>>;
+}
+
+type Build = fn(&TriggerInput, &Services) -> Result<Box<dyn Scaler>, ScalerError>;
+
+/// Trigger type → constructor. Adding a scaler adds one line here.
+const REGISTRY: &[(&str, Build)] = &[
+    ("cpu", cpu_memory::build),
+    ("memory", cpu_memory::build),
+    ("cron", cron::build),
+    ("kubernetes-workload", kubernetes_workload::build),
+    ("metrics-api", metrics_api::build),
+];
+
+/// Builds the scaler for a trigger.
+pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
+    let (_, build) = REGISTRY
+        .iter()
+        .find(|(name, _)| *name == input.trigger_type)
+        .ok_or_else(|| ScalerError::UnknownType(input.trigger_type.clone()))?;
+    build(input, services)
+}
+
+/// Whether a trigger type is known.
+pub fn is_known(trigger_type: &str) -> bool {
+    REGISTRY.iter().any(|(name, _)| *name == trigger_type)
+}
+
+/// The trigger types this build supports.
+pub fn known_types() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(name, _)| *name)
+}
