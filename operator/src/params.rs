@@ -160,6 +160,12 @@ impl Params {
         Ok(self.get(name, order))
     }
 
+    /// A required secret: as [`Params::secret`], and missing is an error.
+    pub fn require_secret(&self, name: &str, order: &[Source]) -> Result<&str, ParamError> {
+        self.secret(name, order)?
+            .ok_or_else(|| missing(name, order))
+    }
+
     /// A float with a default; a value that does not parse is an error naming it.
     pub fn float(
         &self,

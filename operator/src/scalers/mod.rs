@@ -128,6 +128,40 @@ impl ScalerError {
     }
 }
 
+/// The target type of a trigger's External metric: the trigger's `metricType`, which for
+/// anything but cpu and memory must be `AverageValue` (the default) or `Value`.
+pub fn external_target_type(input: &TriggerInput) -> Result<MetricTargetType, ScalerError> {
+    match input.metric_type {
+        MetricTargetType::Utilization => Err(ScalerError::Config(
+            "metricType 'Utilization' is only supported by the cpu and memory triggers; use \
+             'AverageValue' or 'Value'"
+                .to_owned(),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// An error and its causes on one line, each cause once. Each message is cut at " for url ("
+/// (what HTTP clients append, and the URL may carry an API key).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut source = Some(error);
+    while let Some(e) = source {
+        let message = e.to_string();
+        let part = message
+            .split_once(" for url (")
+            .map_or(message.as_str(), |(head, _)| head);
+        if !text.contains(part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(part);
+        }
+        source = e.source();
+    }
+    text
+}
+
 /// Shared clients scalers read through.
 #[derive(Clone)]
 pub struct Services {
