@@ -182,7 +182,12 @@ impl Params {
     }
 
     /// An integer with a default.
-    pub fn int(&self, name: &str, order: &[Source], default: Option<i64>) -> Result<i64, ParamError> {
+    pub fn int(
+        &self,
+        name: &str,
+        order: &[Source],
+        default: Option<i64>,
+    ) -> Result<i64, ParamError> {
         match self.find(name, order) {
             Some((source, text)) => text.parse::<i64>().map_err(|_| {
                 ParamError::invalid(name, format!("{} is not an integer", shown(source, text)))
@@ -233,10 +238,7 @@ mod tests {
         let params = Params::from_metadata([("host", " "), ("hostFromEnv", "DB_HOST")])
             .with_auth([("host", "from-auth")])
             .with_env([("DB_HOST", "from-env")]);
-        assert_eq!(
-            params.find("host", ALL),
-            Some((Source::Auth, "from-auth"))
-        );
+        assert_eq!(params.find("host", ALL), Some((Source::Auth, "from-auth")));
         assert_eq!(
             params.find("host", &[Source::Env, Source::Auth]),
             Some((Source::Env, "from-env"))
@@ -253,8 +255,14 @@ mod tests {
             params.float("value", ALL, None).unwrap_err().to_string(),
             "parameter \"value\": \"ten\" is not a number"
         );
-        let err = params.float("threshold", ALL, None).unwrap_err().to_string();
-        assert_eq!(err, "parameter \"threshold\": the value from authParams is not a number");
+        let err = params
+            .float("threshold", ALL, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "parameter \"threshold\": the value from authParams is not a number"
+        );
         assert_eq!(
             params.require("missing", ALL).unwrap_err().to_string(),
             "missing required parameter \"missing\" in [triggerMetadata authParams resolvedEnv]"

@@ -24,8 +24,16 @@ impl PatchKind {
 }
 
 pub fn json_patch(object: &Value, body: &Value) -> Result<Value, String> {
-    let patch: json_patch::Patch =
+    let mut patch: json_patch::Patch =
         serde_json::from_value(body.clone()).map_err(|e| e.to_string())?;
+    // Like the apiserver's JSON patch library, `test` of a missing path against `null` passes
+    // (controllers use it to add the first finalizer safely).
+    patch.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(test) => {
+            !(test.value.is_null() && object.pointer(test.path.as_str()).is_none())
+        }
+        _ => true,
+    });
     let mut out = object.clone();
     json_patch::patch(&mut out, &patch).map_err(|e| e.to_string())?;
     Ok(out)
@@ -251,6 +259,23 @@ mod tests {
             json_patch(
                 &object,
                 &json!([{"op": "test", "path": "/spec/replicas", "value": 9}])
+            )
+            .is_err()
+        );
+        // A missing path tests equal to null, as in the apiserver.
+        let finalized = json_patch(
+            &object,
+            &json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata", "value": {"finalizers": ["f"]}}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(finalized["metadata"]["finalizers"], json!(["f"]));
+        assert!(
+            json_patch(
+                &finalized,
+                &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}])
             )
             .is_err()
         );

@@ -1,0 +1,468 @@
+//! One polling cycle: read every trigger, decide, act, write status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use keda_operator_crd::{
+    ConditionStatus, ConditionType, FORCE_ACTIVATION_ANNOTATION, PAUSED_ANNOTATION,
+    PAUSED_REPLICAS_ANNOTATION, PAUSED_SCALE_IN_ANNOTATION, PAUSED_SCALE_OUT_ANNOTATION,
+    ScaledObject, bool_annotation, reason,
+};
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::LoopState;
+use crate::context::Context;
+use crate::decision::{self, Activity, Observation, ReadyChange, Settings};
+use crate::fallback;
+use crate::scaler_set::{ScalerSet, Trigger};
+use crate::scalers::{Reading, ScalerError};
+use crate::status;
+use crate::telemetry::{LoopLabels, ObjectLabels, ScalerLabels, scaler_label};
+
+/// Runs cycles until the ScaledObject is gone or the task is aborted.
+pub(super) async fn run(ctx: Arc<Context>, state: Arc<LoopState>) {
+    if let Some(so) = ctx.scaled_objects.get(&state.key) {
+        ctx.event(
+            &so,
+            false,
+            "KEDAScalersStarted",
+            "Started scalers watch".into(),
+        )
+        .await;
+    }
+    let mut expected = Instant::now();
+    loop {
+        let Some(so) = ctx.scaled_objects.get(&state.key) else {
+            return;
+        };
+        let started = Instant::now();
+        ctx.telemetry
+            .loop_latency
+            .get_or_create(&LoopLabels {
+                namespace: so.namespace().unwrap_or_default(),
+                r#type: "scaledobject",
+                resource: so.name_any(),
+            })
+            .set(started.saturating_duration_since(expected).as_secs_f64());
+        let interval = Duration::from_secs(
+            u64::try_from(so.spec.polling_interval())
+                .unwrap_or(30)
+                .max(1),
+        );
+        let next = started + interval;
+        let span = tracing::info_span!(
+            "scale_cycle",
+            k8s.namespace = %so.namespace().unwrap_or_default(),
+            k8s.name = %so.name_any(),
+        );
+        if let Err(e) = cycle(&ctx, &state, &so).instrument(span).await {
+            tracing::warn!(namespace = %so.namespace().unwrap_or_default(), name = %so.name_any(), error = %e, "polling cycle failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => expected = next,
+            () = state.poke.notified() => expected = Instant::now(),
+        }
+    }
+}
+
+/// The result of reading one external metric.
+struct Read<'a> {
+    trigger: &'a Trigger,
+    metric: String,
+    result: Result<Reading, ScalerError>,
+    fallback: bool,
+}
+
+async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<(), kube::Error> {
+    let annotations = so.annotations();
+    if annotations.contains_key(PAUSED_REPLICAS_ANNOTATION)
+        || bool_annotation(annotations.get(PAUSED_ANNOTATION).map(String::as_str))
+    {
+        return Ok(());
+    }
+    if state.needs_rebuild() || state.generation() != so.metadata.generation.unwrap_or_default() {
+        match ScalerSet::build(ctx, so, state.target()).await {
+            Ok(set) => state.replace_scalers(set),
+            Err(e) => {
+                tracing::warn!(name = %so.name_any(), error = %e, "could not rebuild the triggers")
+            }
+        }
+    }
+    let set = state.scalers();
+    let fallback = fallback::validate(so).ok().flatten();
+    let reads = read_all(ctx, state, so, &set, fallback).await;
+
+    let mut error_messages = Vec::new();
+    let mut active_metrics = Vec::new();
+    let mut fallback_engaged = false;
+    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for read in &reads {
+        match &read.result {
+            Ok(reading) => {
+                if reading.active {
+                    active_metrics.push(read.metric.clone());
+                }
+                if let Some(name) = &read.trigger.name {
+                    values.insert(name.clone(), Some(reading.value));
+                }
+            }
+            Err(_) if read.fallback => {
+                fallback_engaged = true;
+                active_metrics.push(read.metric.clone());
+                if let Some(name) = &read.trigger.name {
+                    values.insert(name.clone(), None);
+                }
+            }
+            Err(e) => {
+                error_messages.push(format!("{}: {e}", read.metric));
+                if let Some(name) = &read.trigger.name {
+                    values.insert(name.clone(), None);
+                }
+            }
+        }
+    }
+    let mut any_error = !error_messages.is_empty();
+    let mut active = match &set.formula {
+        Some(formula) if !any_error => {
+            let activation = so
+                .spec
+                .scaling_modifiers()
+                .and_then(|m| m.activation_target.as_deref())
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            match formula.evaluate(&values) {
+                Ok(Some(value)) => value > activation || fallback_engaged,
+                Ok(None) => fallback_engaged,
+                Err(e) => {
+                    any_error = true;
+                    error_messages.push(format!("scalingModifiers.formula: {e}"));
+                    ctx.event(so, true, "KEDAMetricSourceFailed", e.to_string())
+                        .await;
+                    false
+                }
+            }
+        }
+        Some(_) => false,
+        None => !active_metrics.is_empty(),
+    };
+    if !any_error && set.triggers.iter().all(Trigger::is_resource) {
+        active = true;
+    }
+    if bool_annotation(
+        annotations
+            .get(FORCE_ACTIVATION_ANNOTATION)
+            .map(String::as_str),
+    ) {
+        active = true;
+    }
+
+    let mut update = status::Update::default();
+    let current = match state.target().replicas().await {
+        Ok(current) => current,
+        Err(e) => {
+            update.condition(
+                ConditionType::Ready,
+                ConditionStatus::False,
+                reason::ERROR_GETTING_CURRENT_REPLICAS,
+                &format!(
+                    "Error getting the replicas of {}: {e}",
+                    state.target().describe()
+                ),
+            );
+            return update.write(&ctx.client, so).await;
+        }
+    };
+    let spec = &so.spec;
+    let now = Timestamp::now();
+    let settings = Settings {
+        min: spec.min_replica_count.unwrap_or(0),
+        idle: spec.idle_replica_count,
+        fallback_set: fallback.is_some_and(|f| f.replicas != 0),
+        paused_scale_in: bool_annotation(
+            annotations
+                .get(PAUSED_SCALE_IN_ANNOTATION)
+                .map(String::as_str),
+        ),
+        paused_scale_out: bool_annotation(
+            annotations
+                .get(PAUSED_SCALE_OUT_ANNOTATION)
+                .map(String::as_str),
+        ),
+        cooldown: SignedDuration::from_secs(i64::from(spec.cooldown_period())),
+        initial_cooldown: SignedDuration::from_secs(i64::from(spec.initial_cooldown_period())),
+        created: so.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        last_active: so
+            .status
+            .as_ref()
+            .and_then(|s| s.last_active_time.as_ref())
+            .map(|t| t.0),
+    };
+    let decision = decision::decide(
+        &Observation {
+            active,
+            error: any_error,
+            current,
+            now,
+        },
+        &settings,
+    );
+    tracing::debug!(name = %so.name_any(), active, error = any_error, current, ?decision, "scale decision");
+
+    if let Some(replicas) = decision.scale_to.filter(|r| *r != current) {
+        scale(ctx, state, so, current, replicas, &active_metrics).await;
+    }
+
+    let (active_status, active_reason, active_message) = match decision.activity {
+        Activity::Active => (
+            ConditionStatus::True,
+            reason::SCALER_ACTIVE,
+            "Scaling is performed because triggers are active",
+        ),
+        Activity::NotActive => (
+            ConditionStatus::False,
+            reason::SCALER_NOT_ACTIVE,
+            "Scaling is not performed because triggers are not active",
+        ),
+        Activity::Cooldown => (
+            ConditionStatus::False,
+            reason::SCALER_COOLDOWN,
+            "Scaler cooling down because triggers are not active",
+        ),
+    };
+    update.condition(
+        ConditionType::Active,
+        active_status,
+        active_reason,
+        active_message,
+    );
+    let errors = error_messages.join("; ");
+    match decision.ready {
+        Some(ReadyChange::PartialTriggerError) => {
+            update.condition(
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                reason::PARTIAL_TRIGGER_ERROR,
+                &format!("Some triggers are active, but some are failing: {errors}"),
+            );
+        }
+        Some(ReadyChange::TriggerError) => {
+            update.condition(
+                ConditionType::Ready,
+                ConditionStatus::False,
+                reason::TRIGGER_ERROR,
+                &format!("Triggers defined in ScaledObject are not working correctly: {errors}"),
+            );
+        }
+        None if !any_error => {
+            let failing = status::get(so.status.as_ref(), ConditionType::Ready).is_some_and(|c| {
+                matches!(
+                    c.reason.as_deref(),
+                    Some(
+                        reason::TRIGGER_ERROR
+                            | reason::PARTIAL_TRIGGER_ERROR
+                            | reason::ERROR_GETTING_CURRENT_REPLICAS
+                    )
+                )
+            });
+            if failing {
+                update.condition(
+                    ConditionType::Ready,
+                    ConditionStatus::True,
+                    reason::SCALED_OBJECT_READY,
+                    "ScaledObject is defined correctly and is ready for scaling",
+                );
+            }
+        }
+        None => {}
+    }
+    if fallback.is_some() {
+        let was = status::is_true(so.status.as_ref(), ConditionType::Fallback);
+        let (s, r, m) = if fallback_engaged {
+            (
+                ConditionStatus::True,
+                reason::FALLBACK_EXISTS,
+                "At least one trigger is falling back on this scaled object",
+            )
+        } else {
+            (
+                ConditionStatus::False,
+                reason::NO_FALLBACK_FOUND,
+                "No fallbacks are active on this scaled object",
+            )
+        };
+        update.condition(ConditionType::Fallback, s, r, m);
+        if was != fallback_engaged {
+            let (reason, note) = if fallback_engaged {
+                (
+                    "ScaledObjectFallbackActivated",
+                    "Fallback activated: triggers are failing past fallback.failureThreshold",
+                )
+            } else {
+                (
+                    "ScaledObjectFallbackDeactivated",
+                    "Fallback deactivated: triggers are healthy again",
+                )
+            };
+            ctx.event(so, fallback_engaged, reason, note.into()).await;
+        }
+        update.field(
+            so,
+            "health",
+            serde_json::to_value(state.health()).unwrap_or(Value::Null),
+        );
+    }
+    if decision.mark_active {
+        update.field(
+            so,
+            "lastActiveTime",
+            serde_json::to_value(Time(now)).unwrap_or(Value::Null),
+        );
+    }
+    let activity: BTreeMap<String, Value> = reads
+        .iter()
+        .map(|r| {
+            let active = r.result.as_ref().is_ok_and(|v| v.active) || r.fallback;
+            (r.metric.clone(), json!({ "isActive": active }))
+        })
+        .collect();
+    if !reads.is_empty() {
+        update.field(
+            so,
+            "triggersActivity",
+            serde_json::to_value(&activity).unwrap_or(Value::Null),
+        );
+    }
+    update.write(&ctx.client, so).await
+}
+
+/// Reads every external metric of every trigger in parallel, records health and telemetry.
+async fn read_all<'a>(
+    ctx: &Context,
+    state: &LoopState,
+    so: &ScaledObject,
+    set: &'a Arc<ScalerSet>,
+    fallback: Option<&keda_operator_crd::Fallback>,
+) -> Vec<Read<'a>> {
+    let mut wanted = Vec::new();
+    for (position, trigger) in set.triggers.iter().enumerate() {
+        for spec in &trigger.specs {
+            if let Some(name) = spec.external_name() {
+                wanted.push((position, trigger, name.to_owned()));
+            }
+        }
+    }
+    let results =
+        futures::future::join_all(wanted.iter().map(|(position, _, metric)| async move {
+            let started = Instant::now();
+            let result = state.read_live(set, *position, metric).await;
+            (result, started.elapsed())
+        }))
+        .await;
+    let namespace = so.namespace().unwrap_or_default();
+    let mut reads = Vec::with_capacity(wanted.len());
+    for ((_, trigger, metric), (result, elapsed)) in wanted.into_iter().zip(results) {
+        let health = state.record_health(&metric, result.is_ok());
+        let labels = ScalerLabels {
+            namespace: namespace.clone(),
+            metric: metric.clone(),
+            scaledObject: so.name_any(),
+            scaler: scaler_label(trigger.name.as_deref(), &trigger.trigger_type),
+            triggerIndex: trigger.index.to_string(),
+            r#type: "scaledobject",
+        };
+        let telemetry = &ctx.telemetry;
+        let engaged = match &result {
+            Ok(reading) => {
+                telemetry
+                    .scaler_value
+                    .get_or_create(&labels)
+                    .set(reading.value);
+                telemetry
+                    .scaler_active
+                    .get_or_create(&labels)
+                    .set(i64::from(reading.active));
+                telemetry
+                    .scaler_latency
+                    .get_or_create(&labels)
+                    .set(elapsed.as_secs_f64());
+                false
+            }
+            Err(e) => {
+                state.request_rebuild();
+                telemetry.scaler_errors.get_or_create(&labels).inc();
+                telemetry
+                    .object_errors
+                    .get_or_create(&ObjectLabels {
+                        namespace: namespace.clone(),
+                        scaledObject: so.name_any(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    k8s.namespace = %namespace, k8s.name = %so.name_any(),
+                    trigger.index = trigger.index, trigger.type = %trigger.trigger_type,
+                    metric = %metric, error = %e, category = e.category(),
+                    "trigger failed"
+                );
+                ctx.event(so, true, "KEDAScalerFailed", format!("{metric}: {e}"))
+                    .await;
+                fallback.is_some_and(|f| fallback::engaged(f, &health))
+            }
+        };
+        reads.push(Read {
+            trigger,
+            metric,
+            result,
+            fallback: engaged,
+        });
+    }
+    reads
+}
+
+/// Writes the target's replicas, with KEDA's Events.
+async fn scale(
+    ctx: &Context,
+    state: &LoopState,
+    so: &ScaledObject,
+    from: i32,
+    to: i32,
+    active_metrics: &[String],
+) {
+    let target = state.target();
+    let up = to > from;
+    let result = target.set_replicas(to).await;
+    let (reason, note) = match (&result, up) {
+        (Ok(()), true) => (
+            "KEDAScaleTargetActivated",
+            format!(
+                "Scaled {} from {from} to {to}, triggered by {}",
+                target.describe(),
+                active_metrics.join(";")
+            ),
+        ),
+        (Ok(()), false) => (
+            "KEDAScaleTargetDeactivated",
+            format!("Deactivated {} from {from} to {to}", target.describe()),
+        ),
+        (Err(e), true) => (
+            "KEDAScaleTargetActivationFailed",
+            format!(
+                "Failed to scale {} from {from} to {to}: {e}",
+                target.describe()
+            ),
+        ),
+        (Err(e), false) => (
+            "KEDAScaleTargetDeactivationFailed",
+            format!(
+                "Failed to deactivate {} from {from} to {to}: {e}",
+                target.describe()
+            ),
+        ),
+    };
+    tracing::info!(k8s.namespace = %target.namespace, k8s.name = %so.name_any(), from, to, reason, "scaled the target");
+    ctx.event(so, result.is_err(), reason, note).await;
+}

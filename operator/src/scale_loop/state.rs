@@ -1,0 +1,227 @@
+//! The state a ScaledObject's loop shares with the metric service.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use keda_operator_crd::{HealthStatus, ScaledObject};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::fallback;
+use crate::scaler_set::ScalerSet;
+use crate::scalers::{Reading, ScalerError};
+use crate::target::Target;
+
+/// Where a served value came from (mirrors the metric service's `Source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Live,
+    Cache,
+    Fallback,
+    Formula,
+}
+
+/// A value served for one metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub metric: String,
+    pub value: f64,
+    pub source: Source,
+    pub read_at: jiff::Timestamp,
+}
+
+/// The last read of one metric.
+#[derive(Clone, Debug)]
+pub struct Cached {
+    pub result: Result<Reading, ScalerError>,
+    pub at: Instant,
+    pub wall: jiff::Timestamp,
+}
+
+type InFlight = Shared<BoxFuture<'static, Result<Reading, ScalerError>>>;
+
+/// One ScaledObject's loop state.
+pub struct LoopState {
+    pub key: ObjectRef<ScaledObject>,
+    target: Target,
+    scalers: RwLock<Arc<ScalerSet>>,
+    rebuild: AtomicBool,
+    readings: Mutex<HashMap<String, Cached>>,
+    health: Mutex<BTreeMap<String, HealthStatus>>,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    /// Wakes the loop for an immediate cycle (a push, or a change to the object).
+    pub poke: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for LoopState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopState")
+            .field("key", &self.key)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a read of the source can take before it counts as failed.
+const READ_BUDGET: Duration = Duration::from_secs(10);
+
+impl LoopState {
+    pub fn new(
+        key: ObjectRef<ScaledObject>,
+        so: &ScaledObject,
+        target: Target,
+        scalers: Arc<ScalerSet>,
+    ) -> Self {
+        // Failure counts survive a restart through status.health.
+        let health = so
+            .status
+            .as_ref()
+            .and_then(|s| s.health.clone())
+            .unwrap_or_default();
+        Self {
+            key,
+            target,
+            scalers: RwLock::new(scalers),
+            rebuild: AtomicBool::new(false),
+            readings: Mutex::default(),
+            health: Mutex::new(health),
+            in_flight: Mutex::default(),
+            poke: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The current triggers.
+    pub fn scalers(&self) -> Arc<ScalerSet> {
+        match self.scalers.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The generation the triggers were built from.
+    pub fn generation(&self) -> i64 {
+        self.scalers().generation
+    }
+
+    /// Swaps in rebuilt triggers.
+    pub fn replace_scalers(&self, scalers: Arc<ScalerSet>) {
+        if let Ok(mut s) = self.scalers.write() {
+            *s = scalers;
+        }
+        self.rebuild.store(false, Ordering::Relaxed);
+    }
+
+    /// Asks the loop to rebuild the triggers before its next read (after a failure).
+    pub fn request_rebuild(&self) {
+        self.rebuild.store(true, Ordering::Relaxed);
+    }
+
+    pub fn needs_rebuild(&self) -> bool {
+        self.rebuild.load(Ordering::Relaxed)
+    }
+
+    /// Reads a metric from its source; concurrent reads of the same metric share one read.
+    pub async fn read_live(
+        &self,
+        set: &Arc<ScalerSet>,
+        trigger: usize,
+        metric: &str,
+    ) -> Result<Reading, ScalerError> {
+        let key = metric.to_ascii_lowercase();
+        let shared = {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return Err(ScalerError::Source("internal lock poisoned".into()));
+            };
+            if let Some(existing) = in_flight.get(&key) {
+                existing.clone()
+            } else {
+                let set = set.clone();
+                let name = metric.to_owned();
+                let read = async move {
+                    let Some(entry) = set.triggers.get(trigger) else {
+                        return Err(ScalerError::NoSuchMetric(name));
+                    };
+                    match &entry.scaler {
+                        Ok(scaler) => tokio::time::timeout(READ_BUDGET, scaler.read(&name))
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(ScalerError::Source(format!(
+                                    "no answer within {}s",
+                                    READ_BUDGET.as_secs()
+                                )))
+                            }),
+                        Err(e) => Err(e.clone()),
+                    }
+                }
+                .boxed()
+                .shared();
+                in_flight.insert(key.clone(), read.clone());
+                read
+            }
+        };
+        let result = shared.await;
+        if let Ok(mut in_flight) = self.in_flight.lock() {
+            in_flight.remove(&key);
+        }
+        if let Ok(mut readings) = self.readings.lock() {
+            readings.insert(
+                key,
+                Cached {
+                    result: result.clone(),
+                    at: Instant::now(),
+                    wall: jiff::Timestamp::now(),
+                },
+            );
+        }
+        result
+    }
+
+    /// The last read of a metric.
+    pub fn cached(&self, metric: &str) -> Option<Cached> {
+        self.readings
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&metric.to_ascii_lowercase()).cloned())
+    }
+
+    /// Records a read in the metric's health; returns the updated entry.
+    pub fn record_health(&self, metric: &str, success: bool) -> HealthStatus {
+        let Ok(mut health) = self.health.lock() else {
+            return HealthStatus::default();
+        };
+        let entry = health.entry(metric.to_owned()).or_default();
+        fallback::record(entry, success);
+        entry.clone()
+    }
+
+    /// A copy of every metric's health, limited to the metrics the triggers have now.
+    pub fn health(&self) -> BTreeMap<String, HealthStatus> {
+        let names: Vec<String> = self
+            .scalers()
+            .specs()
+            .iter()
+            .filter_map(|s| s.external_name().map(str::to_owned))
+            .collect();
+        let Ok(mut health) = self.health.lock() else {
+            return BTreeMap::new();
+        };
+        health.retain(|k, _| names.contains(k));
+        health.clone()
+    }
+
+    /// The health of one metric.
+    pub fn health_of(&self, metric: &str) -> HealthStatus {
+        self.health
+            .lock()
+            .ok()
+            .and_then(|h| h.get(metric).cloned())
+            .unwrap_or_default()
+    }
+}
