@@ -137,6 +137,10 @@ mod tests {
     /// One case of `tests/fixtures/decisions.yaml`; times are seconds before "now".
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[expect(
+        clippy::struct_excessive_bools,
+        reason = "a fixture row mirrors the inputs"
+    )]
     struct Case {
         name: String,
         active: bool,

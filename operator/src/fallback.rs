@@ -86,8 +86,8 @@ pub fn replicas(fallback: &Fallback, current: i32) -> i32 {
 
 /// The synthetic metric value that makes the HPA compute `replicas` replicas.
 ///
-/// With an AverageValue target the HPA divides by the pod count itself, so the value is
-/// `replicas × target`. With a Value target it does not, so KEDA divides by the ready pods;
+/// With an `AverageValue` target the HPA divides by the pod count itself, so the value is
+/// `replicas × target`. With a `Value` target it does not, so KEDA divides by the ready pods;
 /// with no ready pod there is no value that works and fallback fails (`None`).
 pub fn synthetic_value(
     replicas: i32,

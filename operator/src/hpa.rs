@@ -285,49 +285,49 @@ mod tests {
         expected: serde_json::Value,
     }
 
+    /// `external: {...}` or `resource: {...}`.
     #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    enum Spec {
-        External {
-            name: String,
-            target: f64,
-            #[serde(default)]
-            target_type: Option<MetricTargetType>,
-        },
-        Resource {
-            resource: String,
-            container: Option<String>,
-            utilization: Option<i32>,
-            average_value: Option<String>,
-        },
+    #[serde(deny_unknown_fields)]
+    struct Spec {
+        external: Option<External>,
+        resource: Option<Resource>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct External {
+        name: String,
+        target: f64,
+        target_type: Option<MetricTargetType>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct Resource {
+        resource: String,
+        container: Option<String>,
+        utilization: Option<i32>,
+        average_value: Option<String>,
     }
 
     impl From<Spec> for MetricSpec {
         fn from(spec: Spec) -> Self {
-            match spec {
-                Spec::External {
-                    name,
-                    target,
-                    target_type,
-                } => MetricSpec::External {
-                    name,
-                    target_type: target_type.unwrap_or(MetricTargetType::AverageValue),
-                    target,
+            match (spec.external, spec.resource) {
+                (Some(e), None) => MetricSpec::External {
+                    name: e.name,
+                    target_type: e.target_type.unwrap_or(MetricTargetType::AverageValue),
+                    target: e.target,
                 },
-                Spec::Resource {
-                    resource,
-                    container,
-                    utilization,
-                    average_value,
-                } => MetricSpec::Resource {
-                    resource,
-                    container,
-                    target: match (utilization, average_value) {
+                (None, Some(r)) => MetricSpec::Resource {
+                    resource: r.resource,
+                    container: r.container,
+                    target: match (r.utilization, r.average_value) {
                         (Some(u), _) => ResourceTarget::Utilization(u),
                         (None, Some(q)) => ResourceTarget::AverageValue(q),
                         (None, None) => panic!("resource spec needs a target"),
                     },
                 },
+                _ => panic!("a spec is external or resource"),
             }
         }
     }

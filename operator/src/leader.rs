@@ -58,7 +58,7 @@ pub async fn acquire(client: &kube::Client, config: &LeaderConfig) {
                 }
             }
             Err(e) => {
-                tracing::warn!(lease = %config.name, error = %e, "leader election failed; retrying")
+                tracing::warn!(lease = %config.name, error = %e, "leader election failed; retrying");
             }
         }
         tokio::time::sleep(config.retry_period).await;

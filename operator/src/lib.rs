@@ -232,6 +232,10 @@ fn watch_scaled_objects(
     .boxed()
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "kube-runtime's predicate signature"
+)]
 /// Changes worth a reconcile: spec (generation), labels and annotations (copied to the HPA,
 /// and the pause switches), finalizers and deletion. Status writes are not.
 fn relevant_change(so: &ScaledObject) -> Option<u64> {
@@ -245,6 +249,10 @@ fn relevant_change(so: &ScaledObject) -> Option<u64> {
     Some(hasher.finish())
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "kube-runtime's predicate signature"
+)]
 /// HPA changes worth a reconcile: spec, labels, annotations (not the status the HPA controller
 /// rewrites on every sync).
 fn hpa_change(hpa: &HorizontalPodAutoscaler) -> Option<u64> {

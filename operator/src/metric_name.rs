@@ -2,6 +2,8 @@
 //!
 //! HPAs, dashboards and alerts refer to these names, so they must match KEDA's exactly.
 
+use std::fmt::Write as _;
+
 /// Replaces the characters KEDA's `NormalizeString` replaces (`/ . : % ( )`) with `-`;
 /// case is kept.
 pub fn normalize(text: &str) -> String {
@@ -33,7 +35,9 @@ pub fn query_escape(text: &str) -> String {
                 out.push(char::from(byte));
             }
             b' ' => out.push('+'),
-            other => out.push_str(&format!("%{other:02X}")),
+            other => {
+                let _ = write!(out, "%{other:02X}");
+            }
         }
     }
     out

@@ -93,10 +93,10 @@ pub async fn serve(
     metric: &str,
 ) -> Result<Vec<Served>, Status> {
     let set = state.scalers();
-    if metric.eq_ignore_ascii_case(COMPOSITE_METRIC) {
-        if let Some(formula) = &set.formula {
-            return composite(state, so, &set, formula).await.map(|s| vec![s]);
-        }
+    if metric.eq_ignore_ascii_case(COMPOSITE_METRIC)
+        && let Some(formula) = &set.formula
+    {
+        return composite(state, so, &set, formula).await.map(|s| vec![s]);
     }
     serve_trigger_metric(state, so, &set, metric).await
 }
@@ -228,10 +228,10 @@ async fn composite(
     }
     let fallback = fallback::validate(so).ok().flatten();
     let target = hpa::composite_target(so).ok().flatten().unwrap_or(0.0);
-    if let Some(error) = first_error {
-        if fallback.is_none() {
-            return Err(error);
-        }
+    if let Some(error) = first_error
+        && fallback.is_none()
+    {
+        return Err(error);
     }
     let result = formula
         .evaluate(&values)

@@ -101,12 +101,14 @@ impl Params {
         }
     }
 
+    #[must_use]
     pub fn with_auth<'a>(mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         self.auth
             .extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
         self
     }
 
+    #[must_use]
     pub fn with_env<'a>(mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         self.env
             .extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));

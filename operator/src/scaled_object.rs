@@ -66,6 +66,10 @@ pub async fn reconcile(so: Arc<ScaledObject>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Retry policy for failed reconciles.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature kube-runtime's controller calls"
+)]
 pub fn error_policy(so: Arc<ScaledObject>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(k8s.namespace = %so.namespace().unwrap_or_default(), k8s.name = %so.name_any(), error = %error, category = error.category(), "reconcile failed");
     Action::requeue(Duration::from_secs(5))
@@ -74,118 +78,10 @@ pub fn error_policy(so: Arc<ScaledObject>, error: &Error, _: Arc<Context>) -> Ac
 async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(so);
     let mut patch = status::Update::initializing();
-    let annotations = so.annotations();
-    let labels = ObjectLabels {
-        namespace: so.namespace().unwrap_or_default(),
-        scaledObject: so.name_any(),
-    };
-
-    // Pause: the loop stops, the HPA goes, replicas stay (or go to paused-replicas).
-    let paused_replicas = annotations.get(PAUSED_REPLICAS_ANNOTATION);
-    if paused_replicas.is_some()
-        || bool_annotation(annotations.get(PAUSED_ANNOTATION).map(String::as_str))
-    {
-        ctx.loops.stop(&key);
-        ctx.telemetry.object_paused.get_or_create(&labels).set(1);
-        delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
-        if let Some(text) = paused_replicas {
-            let Ok(replicas) = text.trim().parse::<i32>() else {
-                return check_failed(
-                    ctx,
-                    so,
-                    patch,
-                    &format!(
-                        "annotation {PAUSED_REPLICAS_ANNOTATION} must be an integer, not {text:?}"
-                    ),
-                )
-                .await;
-            };
-            match Target::resolve(&ctx.client, &ctx.discovery, so).await {
-                Ok((target, scale)) => {
-                    if target::replicas_of(&scale) != replicas {
-                        target.set_replicas(replicas).await?;
-                    }
-                }
-                Err(e) => {
-                    return check_failed(
-                        ctx,
-                        so,
-                        patch,
-                        &format!(
-                            "ScaledObject doesn't have correct scaleTargetRef specification: {e}"
-                        ),
-                    )
-                    .await;
-                }
-            }
-            patch.field(so, "pausedReplicaCount", json!(replicas));
-        }
-        let was_paused = status::is_true(so.status.as_ref(), ConditionType::Paused);
-        patch.condition(
-            ConditionType::Paused,
-            ConditionStatus::True,
-            reason::SCALED_OBJECT_PAUSED,
-            "ScaledObject is paused",
-        );
-        patch.write(&ctx.client, so).await?;
-        if !was_paused {
-            ctx.event(
-                so,
-                false,
-                "ScaledObjectPaused",
-                "ScaledObject was paused".into(),
-            )
-            .await;
-        }
-        return Ok(Action::requeue(RESYNC));
+    if let Some(action) = pause(so, ctx, &mut patch).await? {
+        return Ok(action);
     }
-    ctx.telemetry.object_paused.get_or_create(&labels).set(0);
-    let partially_paused = bool_annotation(
-        annotations
-            .get(PAUSED_SCALE_IN_ANNOTATION)
-            .map(String::as_str),
-    ) || bool_annotation(
-        annotations
-            .get(PAUSED_SCALE_OUT_ANNOTATION)
-            .map(String::as_str),
-    );
-    if partially_paused {
-        patch.condition(
-            ConditionType::Paused,
-            ConditionStatus::True,
-            reason::SCALED_OBJECT_PAUSED,
-            "ScaledObject is paused",
-        );
-    } else if status::is_true(so.status.as_ref(), ConditionType::Paused) {
-        patch.condition(
-            ConditionType::Paused,
-            ConditionStatus::False,
-            reason::SCALED_OBJECT_UNPAUSED,
-            "pause annotation removed for ScaledObject",
-        );
-        patch.field(so, "pausedReplicaCount", Value::Null);
-        ctx.event(
-            so,
-            false,
-            "ScaledObjectUnpaused",
-            "ScaledObject was unpaused".into(),
-        )
-        .await;
-    }
-
-    // The label the metrics server's selector relies on.
-    if so.labels().get(SCALED_OBJECT_NAME_LABEL) != Some(&so.name_any()) {
-        let api: Api<ScaledObject> =
-            Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
-        api.patch(
-            &so.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({ "metadata": { "labels": { SCALED_OBJECT_NAME_LABEL: so.name_any() } } }),
-            ),
-        )
-        .await?;
-    }
+    ensure_name_label(so, ctx).await?;
 
     // Resolve the target.
     let (target, scale) = match Target::resolve(&ctx.client, &ctx.discovery, so).await {
@@ -230,41 +126,15 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
         );
     }
 
-    // Validate.
-    if let Err(message) = validate_bounds(so) {
-        ctx.loops.stop(&key);
-        return check_failed(ctx, so, patch, &message).await;
-    }
-    if let Err(e) = fallback::validate(so) {
-        ctx.loops.stop(&key);
-        return check_failed(ctx, so, patch, &e.to_string()).await;
-    }
-    let set = match ScalerSet::build(ctx, so, &target).await {
-        Ok(set) => set,
-        Err(e) => {
+    // Validate and build.
+    let built = match validate_and_build(so, ctx, &target).await {
+        Ok(built) => built,
+        Err(message) => {
             ctx.loops.stop(&key);
-            return check_failed(ctx, so, patch, &e.to_string()).await;
+            return check_failed(ctx, so, patch, &message).await;
         }
     };
-    for trigger in &set.triggers {
-        if let Err(e) = &trigger.scaler {
-            ctx.event(
-                so,
-                true,
-                "KEDAScalerFailed",
-                format!("trigger {} ({}): {e}", trigger.index, trigger.trigger_type),
-            )
-            .await;
-        }
-    }
-    let specs = set.specs();
-    let desired = match hpa::build(so, &specs, &ctx.settings.version) {
-        Ok(desired) => desired,
-        Err(e) => {
-            ctx.loops.stop(&key);
-            return check_failed(ctx, so, patch, &e.to_string()).await;
-        }
-    };
+    let (set, desired) = built;
 
     // Apply the HPA.
     let name = hpa::hpa_name(so);
@@ -272,10 +142,10 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
         ctx.loops.stop(&key);
         return check_failed(ctx, so, patch, &message).await;
     }
-    if let Some(old) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref()) {
-        if old != name {
-            delete_hpa(ctx, so, old).await?;
-        }
+    if let Some(old) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref())
+        && old != name
+    {
+        delete_hpa(ctx, so, old).await?;
     }
 
     // (Re)start the loop when the object changed.
@@ -283,8 +153,148 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     if ctx.loops.generation(&key) != Some(generation) {
         ctx.loops.start(ctx, so, target, set.clone());
     }
+    ready(so, ctx, patch, &set, &name).await?;
+    Ok(Action::requeue(RESYNC))
+}
 
-    // Status.
+/// The pause annotations. `Some` when the object is fully paused (nothing else to do).
+async fn pause(
+    so: &ScaledObject,
+    ctx: &Context,
+    patch: &mut status::Update,
+) -> Result<Option<Action>, Error> {
+    let annotations = so.annotations();
+    let labels = ObjectLabels {
+        namespace: so.namespace().unwrap_or_default(),
+        scaledObject: so.name_any(),
+    };
+    let flag = |key: &str| bool_annotation(annotations.get(key).map(String::as_str));
+    let paused_replicas = annotations.get(PAUSED_REPLICAS_ANNOTATION);
+    if paused_replicas.is_none() && !flag(PAUSED_ANNOTATION) {
+        ctx.telemetry.object_paused.get_or_create(&labels).set(0);
+        if flag(PAUSED_SCALE_IN_ANNOTATION) || flag(PAUSED_SCALE_OUT_ANNOTATION) {
+            patch.condition(
+                ConditionType::Paused,
+                ConditionStatus::True,
+                reason::SCALED_OBJECT_PAUSED,
+                "ScaledObject is paused",
+            );
+        } else if status::is_true(so.status.as_ref(), ConditionType::Paused) {
+            patch.condition(
+                ConditionType::Paused,
+                ConditionStatus::False,
+                reason::SCALED_OBJECT_UNPAUSED,
+                "pause annotation removed for ScaledObject",
+            );
+            patch.field(so, "pausedReplicaCount", Value::Null);
+            ctx.event(
+                so,
+                false,
+                "ScaledObjectUnpaused",
+                "ScaledObject was unpaused".into(),
+            )
+            .await;
+        }
+        return Ok(None);
+    }
+    // Paused: the loop stops, the HPA goes, replicas stay (or go to paused-replicas).
+    ctx.loops.stop(&ObjectRef::from_obj(so));
+    ctx.telemetry.object_paused.get_or_create(&labels).set(1);
+    delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
+    if let Some(text) = paused_replicas {
+        let Ok(replicas) = text.trim().parse::<i32>() else {
+            let message =
+                format!("annotation {PAUSED_REPLICAS_ANNOTATION} must be an integer, not {text:?}");
+            return check_failed(ctx, so, std::mem::take(patch), &message)
+                .await
+                .map(Some);
+        };
+        match Target::resolve(&ctx.client, &ctx.discovery, so).await {
+            Ok((target, scale)) => {
+                if target::replicas_of(&scale) != replicas {
+                    target.set_replicas(replicas).await?;
+                }
+            }
+            Err(e) => {
+                let message =
+                    format!("ScaledObject doesn't have correct scaleTargetRef specification: {e}");
+                return check_failed(ctx, so, std::mem::take(patch), &message)
+                    .await
+                    .map(Some);
+            }
+        }
+        patch.field(so, "pausedReplicaCount", json!(replicas));
+    }
+    let was_paused = status::is_true(so.status.as_ref(), ConditionType::Paused);
+    patch.condition(
+        ConditionType::Paused,
+        ConditionStatus::True,
+        reason::SCALED_OBJECT_PAUSED,
+        "ScaledObject is paused",
+    );
+    std::mem::take(patch).write(&ctx.client, so).await?;
+    if !was_paused {
+        ctx.event(
+            so,
+            false,
+            "ScaledObjectPaused",
+            "ScaledObject was paused".into(),
+        )
+        .await;
+    }
+    Ok(Some(Action::requeue(RESYNC)))
+}
+
+/// The label the metrics server's selector relies on.
+async fn ensure_name_label(so: &ScaledObject, ctx: &Context) -> Result<(), kube::Error> {
+    if so.labels().get(SCALED_OBJECT_NAME_LABEL) == Some(&so.name_any()) {
+        return Ok(());
+    }
+    let api: Api<ScaledObject> =
+        Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
+    api.patch(
+        &so.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "metadata": { "labels": { SCALED_OBJECT_NAME_LABEL: so.name_any() } } }),
+        ),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Replica bounds, fallback, triggers, HPA: the built triggers and the HPA to apply, or the
+/// message for `ScaledObjectCheckFailed`.
+async fn validate_and_build(
+    so: &ScaledObject,
+    ctx: &Context,
+    target: &Target,
+) -> Result<(Arc<ScalerSet>, HorizontalPodAutoscaler), String> {
+    validate_bounds(so)?;
+    fallback::validate(so).map_err(|e| e.to_string())?;
+    let set = ScalerSet::build(ctx, so, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    for trigger in &set.triggers {
+        if let Err(e) = &trigger.scaler {
+            let note = format!("trigger {} ({}): {e}", trigger.index, trigger.trigger_type);
+            ctx.event(so, true, "KEDAScalerFailed", note).await;
+        }
+    }
+    let desired = hpa::build(so, &set.specs(), &ctx.settings.version).map_err(|e| e.to_string())?;
+    Ok((set, desired))
+}
+
+/// Ready, the metric names and the trigger summary in status; `ScaledObjectReady` on the
+/// transition. A Ready=False the scale loop set for failing triggers is left to the loop.
+async fn ready(
+    so: &ScaledObject,
+    ctx: &Context,
+    mut patch: status::Update,
+    set: &ScalerSet,
+    hpa_name: &str,
+) -> Result<(), kube::Error> {
+    let specs = set.specs();
     let external: Vec<String> = specs
         .iter()
         .filter_map(|s| s.external_name().map(str::to_owned))
@@ -296,61 +306,51 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
             crate::scalers::MetricSpec::External { .. } => None,
         })
         .collect();
-    patch.field(so, "hpaName", json!(name));
-    patch.field(
-        so,
-        "externalMetricNames",
-        if external.is_empty() {
+    let list = |items: Vec<String>| {
+        if items.is_empty() {
             Value::Null
         } else {
-            json!(external)
-        },
-    );
-    patch.field(
-        so,
-        "resourceMetricNames",
-        if resource.is_empty() {
+            json!(items)
+        }
+    };
+    patch.field(so, "hpaName", json!(hpa_name));
+    patch.field(so, "externalMetricNames", list(external));
+    patch.field(so, "resourceMetricNames", list(resource));
+    let composite = set.formula.as_ref().map(|_| hpa::COMPOSITE_METRIC);
+    patch.field(so, "compositeScalerName", json!(composite));
+    let joined = |items: Vec<&str>| {
+        let mut unique: Vec<&str> = Vec::new();
+        for item in items {
+            if !unique.contains(&item) {
+                unique.push(item);
+            }
+        }
+        if unique.is_empty() {
             Value::Null
         } else {
-            json!(resource)
-        },
-    );
+            json!(unique.join(","))
+        }
+    };
+    let triggers = &so.spec.triggers;
     patch.field(
         so,
-        "compositeScalerName",
-        if set.formula.is_some() {
-            json!(hpa::COMPOSITE_METRIC)
-        } else {
-            Value::Null
-        },
+        "triggersTypes",
+        joined(triggers.iter().map(|t| t.type_.as_str()).collect()),
     );
-    let types: Vec<&str> = so.spec.triggers.iter().map(|t| t.type_.as_str()).collect();
-    patch.field(so, "triggersTypes", json!(types.join(",")));
-    let auths: Vec<String> = so
-        .spec
-        .triggers
+    let auths = triggers
         .iter()
-        .filter_map(|t| t.authentication_ref.as_ref())
-        .map(|a| format!("{:?}", a.kind()))
+        .filter_map(|t| t.authentication_ref.as_ref().map(|a| a.name.as_str()))
         .collect();
-    patch.field(
-        so,
-        "authenticationsTypes",
-        if auths.is_empty() {
-            Value::Null
-        } else {
-            json!(auths.join(","))
-        },
-    );
-    let ready = status::get(so.status.as_ref(), ConditionType::Ready);
-    let trigger_failing = ready.is_some_and(|c| {
+    patch.field(so, "authenticationsTypes", joined(auths));
+    let current = status::get(so.status.as_ref(), ConditionType::Ready);
+    let trigger_failing = current.is_some_and(|c| {
         c.status != ConditionStatus::True
             && matches!(
                 c.reason.as_deref(),
                 Some(reason::TRIGGER_ERROR | reason::PARTIAL_TRIGGER_ERROR)
             )
     });
-    let was_ready = ready.is_some_and(|c| c.status == ConditionStatus::True);
+    let was_ready = current.is_some_and(|c| c.status == ConditionStatus::True);
     if !trigger_failing {
         patch.condition(
             ConditionType::Ready,
@@ -377,7 +377,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
         )
         .await;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(())
 }
 
 /// min ≤ max, and idle < min (KEDA counts an explicit `minReplicaCount: 0` as 1 here).
@@ -503,18 +503,18 @@ async fn delete_hpa(ctx: &Context, so: &ScaledObject, name: &str) -> Result<(), 
 
 async fn cleanup(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     ctx.loops.stop(&ObjectRef::from_obj(so));
-    if so.spec.restore_to_original_replica_count() {
-        if let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count) {
-            match Target::resolve(&ctx.client, &ctx.discovery, so).await {
-                Ok((target, _)) => {
-                    // The HPA is still there until garbage collection; remove it first so it
-                    // does not scale the restored target again.
-                    delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
-                    target.set_replicas(original).await?;
-                    tracing::info!(target = ?target, replicas = original, "restored the original replica count");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot restore the original replica count"),
+    if so.spec.restore_to_original_replica_count()
+        && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
+    {
+        match Target::resolve(&ctx.client, &ctx.discovery, so).await {
+            Ok((target, _)) => {
+                // The HPA is still there until garbage collection; remove it first so it
+                // does not scale the restored target again.
+                delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
+                target.set_replicas(original).await?;
+                tracing::info!(target = ?target, replicas = original, "restored the original replica count");
             }
+            Err(e) => tracing::warn!(error = %e, "cannot restore the original replica count"),
         }
     }
     ctx.event(

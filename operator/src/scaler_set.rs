@@ -173,32 +173,38 @@ impl ScalerSet {
                 }),
             }
         }
-        let formula = match so
-            .spec
-            .scaling_modifiers()
-            .and_then(|m| m.formula.as_deref())
-        {
-            Some(formula) if !formula.trim().is_empty() => {
-                let names: Vec<String> = so
-                    .spec
-                    .triggers
-                    .iter()
-                    .filter(|t| t.type_ != "cpu" && t.type_ != "memory")
-                    .filter_map(|t| t.name.clone())
-                    .collect();
-                if names.is_empty() {
-                    return Err(InvalidTriggers::FormulaWithoutNames);
-                }
-                Some(Formula::compile(formula, &names).map_err(InvalidTriggers::Formula)?)
-            }
-            _ => None,
-        };
+        let formula = compile_formula(so)?;
         Ok(Arc::new(Self {
             generation: so.metadata.generation.unwrap_or_default(),
             triggers,
             formula,
         }))
     }
+}
+
+/// The scalingModifiers formula over the named triggers, compiled once per generation.
+fn compile_formula(so: &ScaledObject) -> Result<Option<Formula>, InvalidTriggers> {
+    let Some(formula) = so
+        .spec
+        .scaling_modifiers()
+        .and_then(|m| m.formula.as_deref())
+        .filter(|f| !f.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let names: Vec<String> = so
+        .spec
+        .triggers
+        .iter()
+        .filter(|t| t.type_ != "cpu" && t.type_ != "memory")
+        .filter_map(|t| t.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Err(InvalidTriggers::FormulaWithoutNames);
+    }
+    Formula::compile(formula, &names)
+        .map(Some)
+        .map_err(InvalidTriggers::Formula)
 }
 
 fn input(

@@ -114,10 +114,10 @@ impl Update {
             .ok()
             .and_then(|s| s.get(name).cloned())
             .unwrap_or(serde_json::Value::Null);
-        if current != value {
-            self.fields.insert(name.to_owned(), value);
-        } else {
+        if current == value {
             self.fields.remove(name);
+        } else {
+            self.fields.insert(name.to_owned(), value);
         }
     }
 

@@ -80,86 +80,21 @@ struct Read<'a> {
 
 async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<(), kube::Error> {
     let annotations = so.annotations();
-    if annotations.contains_key(PAUSED_REPLICAS_ANNOTATION)
-        || bool_annotation(annotations.get(PAUSED_ANNOTATION).map(String::as_str))
-    {
+    if annotations.contains_key(PAUSED_REPLICAS_ANNOTATION) || flag(so, PAUSED_ANNOTATION) {
         return Ok(());
     }
     if state.needs_rebuild() || state.generation() != so.metadata.generation.unwrap_or_default() {
         match ScalerSet::build(ctx, so, state.target()).await {
             Ok(set) => state.replace_scalers(set),
             Err(e) => {
-                tracing::warn!(name = %so.name_any(), error = %e, "could not rebuild the triggers")
+                tracing::warn!(name = %so.name_any(), error = %e, "could not rebuild the triggers");
             }
         }
     }
     let set = state.scalers();
     let fallback = fallback::validate(so).ok().flatten();
     let reads = read_all(ctx, state, so, &set, fallback).await;
-
-    let mut error_messages = Vec::new();
-    let mut active_metrics = Vec::new();
-    let mut fallback_engaged = false;
-    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
-    for read in &reads {
-        match &read.result {
-            Ok(reading) => {
-                if reading.active {
-                    active_metrics.push(read.metric.clone());
-                }
-                if let Some(name) = &read.trigger.name {
-                    values.insert(name.clone(), Some(reading.value));
-                }
-            }
-            Err(_) if read.fallback => {
-                fallback_engaged = true;
-                active_metrics.push(read.metric.clone());
-                if let Some(name) = &read.trigger.name {
-                    values.insert(name.clone(), None);
-                }
-            }
-            Err(e) => {
-                error_messages.push(format!("{}: {e}", read.metric));
-                if let Some(name) = &read.trigger.name {
-                    values.insert(name.clone(), None);
-                }
-            }
-        }
-    }
-    let mut any_error = !error_messages.is_empty();
-    let mut active = match &set.formula {
-        Some(formula) if !any_error => {
-            let activation = so
-                .spec
-                .scaling_modifiers()
-                .and_then(|m| m.activation_target.as_deref())
-                .and_then(|t| t.trim().parse::<f64>().ok())
-                .unwrap_or(0.0);
-            match formula.evaluate(&values) {
-                Ok(Some(value)) => value > activation || fallback_engaged,
-                Ok(None) => fallback_engaged,
-                Err(e) => {
-                    any_error = true;
-                    error_messages.push(format!("scalingModifiers.formula: {e}"));
-                    ctx.event(so, true, "KEDAMetricSourceFailed", e.to_string())
-                        .await;
-                    false
-                }
-            }
-        }
-        Some(_) => false,
-        None => !active_metrics.is_empty(),
-    };
-    if !any_error && set.triggers.iter().all(Trigger::is_resource) {
-        active = true;
-    }
-    if bool_annotation(
-        annotations
-            .get(FORCE_ACTIVATION_ANNOTATION)
-            .map(String::as_str),
-    ) {
-        active = true;
-    }
+    let verdict = judge(ctx, so, &set, &reads).await;
 
     let mut update = status::Update::default();
     let current = match state.target().replicas().await {
@@ -177,22 +112,137 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
             return update.write(&ctx.client, so).await;
         }
     };
-    let spec = &so.spec;
     let now = Timestamp::now();
-    let settings = Settings {
+    let decision = decision::decide(
+        &Observation {
+            active: verdict.active,
+            error: !verdict.errors.is_empty(),
+            current,
+            now,
+        },
+        &settings(so, fallback),
+    );
+    tracing::debug!(name = %so.name_any(), active = verdict.active, errors = ?verdict.errors, current, ?decision, "scale decision");
+    if let Some(replicas) = decision.scale_to.filter(|r| *r != current) {
+        scale(ctx, state, so, current, replicas, &verdict.active_metrics).await;
+    }
+
+    activity_conditions(&mut update, so, &decision, &verdict);
+    if fallback.is_some() {
+        fallback_status(ctx, &mut update, state, so, verdict.fallback_engaged).await;
+    }
+    if decision.mark_active {
+        update.field(
+            so,
+            "lastActiveTime",
+            serde_json::to_value(Time(now)).unwrap_or(Value::Null),
+        );
+    }
+    if !reads.is_empty() {
+        let activity: BTreeMap<String, Value> = reads
+            .iter()
+            .map(|r| {
+                let active = r.result.as_ref().is_ok_and(|v| v.active) || r.fallback;
+                (r.metric.clone(), json!({ "isActive": active }))
+            })
+            .collect();
+        update.field(
+            so,
+            "triggersActivity",
+            serde_json::to_value(&activity).unwrap_or(Value::Null),
+        );
+    }
+    update.write(&ctx.client, so).await
+}
+
+/// A bool-ish annotation of the ScaledObject.
+fn flag(so: &ScaledObject, annotation: &str) -> bool {
+    bool_annotation(so.annotations().get(annotation).map(String::as_str))
+}
+
+/// What one cycle's reads add up to.
+struct Verdict {
+    active: bool,
+    /// Failures fallback does not cover.
+    errors: Vec<String>,
+    fallback_engaged: bool,
+    active_metrics: Vec<String>,
+}
+
+/// Combines the reads: any active trigger (or fallback) makes the object active; with
+/// scalingModifiers the formula's value against `activationTarget` decides instead.
+async fn judge(ctx: &Context, so: &ScaledObject, set: &ScalerSet, reads: &[Read<'_>]) -> Verdict {
+    let mut verdict = Verdict {
+        active: false,
+        errors: Vec::new(),
+        fallback_engaged: false,
+        active_metrics: Vec::new(),
+    };
+    let mut values: BTreeMap<String, Option<f64>> = BTreeMap::new();
+    for read in reads {
+        let value = match &read.result {
+            Ok(reading) => {
+                if reading.active {
+                    verdict.active_metrics.push(read.metric.clone());
+                }
+                Some(reading.value)
+            }
+            Err(_) if read.fallback => {
+                verdict.fallback_engaged = true;
+                verdict.active_metrics.push(read.metric.clone());
+                None
+            }
+            Err(e) => {
+                verdict.errors.push(format!("{}: {e}", read.metric));
+                None
+            }
+        };
+        if let Some(name) = &read.trigger.name {
+            values.insert(name.clone(), value);
+        }
+    }
+    verdict.active = match &set.formula {
+        Some(formula) if verdict.errors.is_empty() => {
+            let activation = so
+                .spec
+                .scaling_modifiers()
+                .and_then(|m| m.activation_target.as_deref())
+                .and_then(|t| t.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            match formula.evaluate(&values) {
+                Ok(Some(value)) => value > activation || verdict.fallback_engaged,
+                Ok(None) => verdict.fallback_engaged,
+                Err(e) => {
+                    verdict
+                        .errors
+                        .push(format!("scalingModifiers.formula: {e}"));
+                    ctx.event(so, true, "KEDAMetricSourceFailed", e.to_string())
+                        .await;
+                    false
+                }
+            }
+        }
+        Some(_) => false,
+        None => !verdict.active_metrics.is_empty(),
+    };
+    if verdict.errors.is_empty() && set.triggers.iter().all(Trigger::is_resource) {
+        verdict.active = true;
+    }
+    if flag(so, FORCE_ACTIVATION_ANNOTATION) {
+        verdict.active = true;
+    }
+    verdict
+}
+
+/// The ScaledObject settings the decision reads.
+fn settings(so: &ScaledObject, fallback: Option<&keda_operator_crd::Fallback>) -> Settings {
+    let spec = &so.spec;
+    Settings {
         min: spec.min_replica_count.unwrap_or(0),
         idle: spec.idle_replica_count,
         fallback_set: fallback.is_some_and(|f| f.replicas != 0),
-        paused_scale_in: bool_annotation(
-            annotations
-                .get(PAUSED_SCALE_IN_ANNOTATION)
-                .map(String::as_str),
-        ),
-        paused_scale_out: bool_annotation(
-            annotations
-                .get(PAUSED_SCALE_OUT_ANNOTATION)
-                .map(String::as_str),
-        ),
+        paused_scale_in: flag(so, PAUSED_SCALE_IN_ANNOTATION),
+        paused_scale_out: flag(so, PAUSED_SCALE_OUT_ANNOTATION),
         cooldown: SignedDuration::from_secs(i64::from(spec.cooldown_period())),
         initial_cooldown: SignedDuration::from_secs(i64::from(spec.initial_cooldown_period())),
         created: so.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -201,22 +251,16 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
             .as_ref()
             .and_then(|s| s.last_active_time.as_ref())
             .map(|t| t.0),
-    };
-    let decision = decision::decide(
-        &Observation {
-            active,
-            error: any_error,
-            current,
-            now,
-        },
-        &settings,
-    );
-    tracing::debug!(name = %so.name_any(), active, error = any_error, current, ?decision, "scale decision");
-
-    if let Some(replicas) = decision.scale_to.filter(|r| *r != current) {
-        scale(ctx, state, so, current, replicas, &active_metrics).await;
     }
+}
 
+/// The Active condition, and Ready when triggers fail or recover.
+fn activity_conditions(
+    update: &mut status::Update,
+    so: &ScaledObject,
+    decision: &decision::Decision,
+    verdict: &Verdict,
+) {
     let (active_status, active_reason, active_message) = match decision.activity {
         Activity::Active => (
             ConditionStatus::True,
@@ -240,25 +284,21 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
         active_reason,
         active_message,
     );
-    let errors = error_messages.join("; ");
+    let errors = verdict.errors.join("; ");
     match decision.ready {
-        Some(ReadyChange::PartialTriggerError) => {
-            update.condition(
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                reason::PARTIAL_TRIGGER_ERROR,
-                &format!("Some triggers are active, but some are failing: {errors}"),
-            );
-        }
-        Some(ReadyChange::TriggerError) => {
-            update.condition(
-                ConditionType::Ready,
-                ConditionStatus::False,
-                reason::TRIGGER_ERROR,
-                &format!("Triggers defined in ScaledObject are not working correctly: {errors}"),
-            );
-        }
-        None if !any_error => {
+        Some(ReadyChange::PartialTriggerError) => update.condition(
+            ConditionType::Ready,
+            ConditionStatus::Unknown,
+            reason::PARTIAL_TRIGGER_ERROR,
+            &format!("Some triggers are active, but some are failing: {errors}"),
+        ),
+        Some(ReadyChange::TriggerError) => update.condition(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            reason::TRIGGER_ERROR,
+            &format!("Triggers defined in ScaledObject are not working correctly: {errors}"),
+        ),
+        None if verdict.errors.is_empty() => {
             let failing = status::get(so.status.as_ref(), ConditionType::Ready).is_some_and(|c| {
                 matches!(
                     c.reason.as_deref(),
@@ -280,64 +320,51 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
         }
         None => {}
     }
-    if fallback.is_some() {
-        let was = status::is_true(so.status.as_ref(), ConditionType::Fallback);
-        let (s, r, m) = if fallback_engaged {
+}
+
+/// The Fallback condition, its Events on transitions, and the metrics' health.
+async fn fallback_status(
+    ctx: &Context,
+    update: &mut status::Update,
+    state: &LoopState,
+    so: &ScaledObject,
+    engaged: bool,
+) {
+    let was = status::is_true(so.status.as_ref(), ConditionType::Fallback);
+    if engaged {
+        update.condition(
+            ConditionType::Fallback,
+            ConditionStatus::True,
+            reason::FALLBACK_EXISTS,
+            "At least one trigger is falling back on this scaled object",
+        );
+    } else {
+        update.condition(
+            ConditionType::Fallback,
+            ConditionStatus::False,
+            reason::NO_FALLBACK_FOUND,
+            "No fallbacks are active on this scaled object",
+        );
+    }
+    if was != engaged {
+        let (reason, note) = if engaged {
             (
-                ConditionStatus::True,
-                reason::FALLBACK_EXISTS,
-                "At least one trigger is falling back on this scaled object",
+                "ScaledObjectFallbackActivated",
+                "Fallback activated: triggers are failing past fallback.failureThreshold",
             )
         } else {
             (
-                ConditionStatus::False,
-                reason::NO_FALLBACK_FOUND,
-                "No fallbacks are active on this scaled object",
+                "ScaledObjectFallbackDeactivated",
+                "Fallback deactivated: triggers are healthy again",
             )
         };
-        update.condition(ConditionType::Fallback, s, r, m);
-        if was != fallback_engaged {
-            let (reason, note) = if fallback_engaged {
-                (
-                    "ScaledObjectFallbackActivated",
-                    "Fallback activated: triggers are failing past fallback.failureThreshold",
-                )
-            } else {
-                (
-                    "ScaledObjectFallbackDeactivated",
-                    "Fallback deactivated: triggers are healthy again",
-                )
-            };
-            ctx.event(so, fallback_engaged, reason, note.into()).await;
-        }
-        update.field(
-            so,
-            "health",
-            serde_json::to_value(state.health()).unwrap_or(Value::Null),
-        );
+        ctx.event(so, engaged, reason, note.into()).await;
     }
-    if decision.mark_active {
-        update.field(
-            so,
-            "lastActiveTime",
-            serde_json::to_value(Time(now)).unwrap_or(Value::Null),
-        );
-    }
-    let activity: BTreeMap<String, Value> = reads
-        .iter()
-        .map(|r| {
-            let active = r.result.as_ref().is_ok_and(|v| v.active) || r.fallback;
-            (r.metric.clone(), json!({ "isActive": active }))
-        })
-        .collect();
-    if !reads.is_empty() {
-        update.field(
-            so,
-            "triggersActivity",
-            serde_json::to_value(&activity).unwrap_or(Value::Null),
-        );
-    }
-    update.write(&ctx.client, so).await
+    update.field(
+        so,
+        "health",
+        serde_json::to_value(state.health()).unwrap_or(Value::Null),
+    );
 }
 
 /// Reads every external metric of every trigger in parallel, records health and telemetry.

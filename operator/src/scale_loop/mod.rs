@@ -74,7 +74,7 @@ impl Loops {
 
     /// How many loops run.
     pub fn len(&self) -> usize {
-        self.running.lock().map(|r| r.len()).unwrap_or(0)
+        self.running.lock().map_or(0, |r| r.len())
     }
 
     pub fn is_empty(&self) -> bool {

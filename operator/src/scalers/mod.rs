@@ -23,7 +23,7 @@ pub struct TriggerInput {
     pub trigger_type: String,
     /// The trigger's optional `name` (a scalingModifiers formula variable).
     pub name: Option<String>,
-    /// The trigger's `metricType` (AverageValue when unset).
+    /// The trigger's `metricType` (`AverageValue` when unset).
     pub metric_type: MetricTargetType,
     /// Whether the trigger's `metricType` was given explicitly (cpu/memory require it).
     pub metric_type_set: bool,
@@ -61,7 +61,7 @@ pub enum MetricSpec {
         /// `s<index>-...`
         name: String,
         target_type: MetricTargetType,
-        /// Target per replica (AverageValue) or in total (Value).
+        /// Target per replica (`AverageValue`) or in total (`Value`).
         target: f64,
     },
     /// A `Resource` metric (or `ContainerResource` when a container is named).

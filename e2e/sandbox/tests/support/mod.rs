@@ -22,17 +22,17 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A cluster with keda-rs running.
-pub struct Cluster {
-    pub client: kube::Client,
-    pub kubeconfig: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) client: kube::Client,
+    pub(crate) kubeconfig: PathBuf,
     /// The address the operator reaches the test's sources on.
-    pub source_host: String,
-    _sandbox: Option<tokio::process::Child>,
+    pub(crate) source_host: String,
+    sandbox: Option<tokio::process::Child>,
 }
 
 impl Cluster {
     /// The cluster `KEDA_E2E_KUBECONFIG` names, else a fresh `keda-sandbox --no-demo`.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         if let Ok(path) = std::env::var("KEDA_E2E_KUBECONFIG") {
             let text = std::fs::read_to_string(&path).unwrap();
             return Self {
@@ -41,7 +41,7 @@ impl Cluster {
                 source_host: std::env::var("KEDA_E2E_SOURCE_HOST").expect(
                     "KEDA_E2E_SOURCE_HOST: an address of this machine the cluster can reach",
                 ),
-                _sandbox: None,
+                sandbox: None,
             };
         }
         let kubeconfig = std::env::temp_dir().join(format!(
@@ -56,6 +56,8 @@ impl Cluster {
                 kubeconfig.to_str().unwrap(),
             ])
             .stdout(std::process::Stdio::piped())
+            // The sandbox's log, kept next to its kubeconfig for when a scenario fails.
+            .stderr(std::fs::File::create(kubeconfig.with_extension("log")).unwrap())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -76,12 +78,12 @@ impl Cluster {
             client: keda_sandbox::client_for(&text).await.unwrap(),
             kubeconfig,
             source_host: "127.0.0.1".to_owned(),
-            _sandbox: Some(child),
+            sandbox: Some(child),
         }
     }
 
     /// A fresh namespace for one scenario.
-    pub async fn namespace(&self, prefix: &str) -> String {
+    pub(crate) async fn namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         keda_sandbox::ensure_namespace(&self.client, &name)
             .await
@@ -89,7 +91,7 @@ impl Cluster {
         name
     }
 
-    pub async fn apply(&self, namespace: &str, object: Value) {
+    pub(crate) async fn apply(&self, namespace: &str, object: Value) {
         let kind = object["kind"].as_str().unwrap().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let params = PatchParams::apply("keda-e2e").force();
@@ -110,16 +112,16 @@ impl Cluster {
         }
     }
 
-    pub fn scaled_objects(&self, namespace: &str) -> Api<ScaledObject> {
+    pub(crate) fn scaled_objects(&self, namespace: &str) -> Api<ScaledObject> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    pub fn hpas(&self, namespace: &str) -> Api<HorizontalPodAutoscaler> {
+    pub(crate) fn hpas(&self, namespace: &str) -> Api<HorizontalPodAutoscaler> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
     /// The Deployment's desired replicas.
-    pub async fn replicas(&self, namespace: &str, name: &str) -> i32 {
+    pub(crate) async fn replicas(&self, namespace: &str, name: &str) -> i32 {
         Api::<Deployment>::namespaced(self.client.clone(), namespace)
             .get(name)
             .await
@@ -130,7 +132,7 @@ impl Cluster {
     }
 
     /// Waits until the Deployment has `want` replicas; returns how long it took.
-    pub async fn wait_replicas(
+    pub(crate) async fn wait_replicas(
         &self,
         namespace: &str,
         name: &str,
@@ -150,7 +152,13 @@ impl Cluster {
     }
 
     /// Asserts the Deployment keeps `want` replicas for `period`.
-    pub async fn hold_replicas(&self, namespace: &str, name: &str, want: i32, period: Duration) {
+    pub(crate) async fn hold_replicas(
+        &self,
+        namespace: &str,
+        name: &str,
+        want: i32,
+        period: Duration,
+    ) {
         let started = tokio::time::Instant::now();
         while started.elapsed() < period {
             assert_eq!(
@@ -163,7 +171,7 @@ impl Cluster {
     }
 
     /// Waits until the ScaledObject's condition `type_` has `status` (and `reason`, if given).
-    pub async fn wait_condition(
+    pub(crate) async fn wait_condition(
         &self,
         namespace: &str,
         name: &str,
@@ -192,14 +200,14 @@ impl Cluster {
         );
     }
 
-    pub async fn delete_scaled_object(&self, namespace: &str, name: &str) {
+    pub(crate) async fn delete_scaled_object(&self, namespace: &str, name: &str) {
         self.scaled_objects(namespace)
             .delete(name, &DeleteParams::default())
             .await
             .unwrap();
     }
 
-    pub async fn annotate(&self, namespace: &str, name: &str, annotations: Value) {
+    pub(crate) async fn annotate(&self, namespace: &str, name: &str, annotations: Value) {
         self.scaled_objects(namespace)
             .patch(
                 name,
@@ -214,15 +222,15 @@ impl Cluster {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// An event source: `GET /value` answers `{"value": N}`, or 503 while failing.
-pub struct Source {
-    pub addr: SocketAddr,
+pub(crate) struct Source {
+    pub(crate) addr: SocketAddr,
     value: Arc<AtomicU64>,
     failing: Arc<AtomicBool>,
-    pub url: String,
+    pub(crate) url: String,
 }
 
 impl Source {
-    pub async fn start(cluster: &Cluster) -> Self {
+    pub(crate) async fn start(cluster: &Cluster) -> Self {
         let value = Arc::new(AtomicU64::new(0));
         let failing = Arc::new(AtomicBool::new(false));
         let state = (value.clone(), failing.clone());
@@ -241,7 +249,7 @@ impl Source {
                 ),
             )
             .with_state(state);
-        let bind = if cluster._sandbox.is_some() {
+        let bind = if cluster.sandbox.is_some() {
             "127.0.0.1:0"
         } else {
             "0.0.0.0:0"
@@ -257,17 +265,17 @@ impl Source {
         }
     }
 
-    pub fn set(&self, value: u64) {
+    pub(crate) fn set(&self, value: u64) {
         self.value.store(value, Ordering::Relaxed);
     }
 
-    pub fn fail(&self, failing: bool) {
+    pub(crate) fn fail(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
     }
 }
 
 /// A Deployment with `replicas` replicas.
-pub fn deployment(name: &str, replicas: i32) -> Value {
+pub(crate) fn deployment(name: &str, replicas: i32) -> Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name},
@@ -281,12 +289,13 @@ pub fn deployment(name: &str, replicas: i32) -> Value {
 }
 
 /// A `metrics-api` trigger reading `source`, `target` per replica.
-pub fn metrics_api_trigger(source: &Source, target: u32) -> Value {
+pub(crate) fn metrics_api_trigger(source: &Source, target: u32) -> Value {
     json!({"type": "metrics-api", "metadata": {"url": source.url, "valueLocation": "value", "targetValue": target.to_string()}})
 }
 
-/// A ScaledObject for Deployment `name` with quick polling, cooldown and HPA scale-down.
-pub fn scaled_object(name: &str, triggers: Value, extra: Value) -> Value {
+/// A ScaledObject for Deployment `name` with quick polling and cooldown, and an HPA without
+/// stabilization windows or rate limits.
+pub(crate) fn scaled_object(name: &str, triggers: Value, extra: Value) -> Value {
     let mut so = json!({
         "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
         "metadata": {"name": name},
@@ -295,14 +304,17 @@ pub fn scaled_object(name: &str, triggers: Value, extra: Value) -> Value {
             "pollingInterval": 1,
             "cooldownPeriod": 2,
             "maxReplicaCount": 10,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}},
-            "triggers": triggers
+            // No HPA stabilization or rate limits, so each step shows the HPA's arithmetic at once.
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": 0},
+                "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 100, "periodSeconds": 1}]}
+            }}},
+            "triggers": []
         }
     });
-    if let (Some(spec), Some(extra)) = (so["spec"].as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            spec.insert(k.clone(), v.clone());
-        }
+    so["spec"]["triggers"] = triggers;
+    if let (Some(spec), Value::Object(extra)) = (so["spec"].as_object_mut(), extra) {
+        spec.extend(extra);
     }
     so
 }
