@@ -289,13 +289,13 @@ mod tests {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Spec {
-        external: Option<External>,
-        resource: Option<Resource>,
+        external: Option<ExternalSpec>,
+        resource: Option<ResourceSpec>,
     }
 
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    struct External {
+    struct ExternalSpec {
         name: String,
         target: f64,
         target_type: Option<MetricTargetType>,
@@ -303,7 +303,7 @@ mod tests {
 
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
-    struct Resource {
+    struct ResourceSpec {
         resource: String,
         container: Option<String>,
         utilization: Option<i32>,

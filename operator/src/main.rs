@@ -75,6 +75,38 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A Go duration (`15s`, `1m30s`, `500ms`), as KEDA's environment variables take them.
+fn go_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    anyhow::ensure!(!rest.is_empty(), "empty duration");
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let value: f64 = number
+            .parse()
+            .context("a duration needs numbers with units, like 15s")?;
+        let seconds = match unit {
+            "h" => value * 3600.0,
+            "m" => value * 60.0,
+            "s" => value,
+            "ms" => value / 1e3,
+            "us" | "µs" => value / 1e6,
+            "ns" => value / 1e9,
+            other => anyhow::bail!("unknown duration unit {other:?}"),
+        };
+        total += Duration::from_secs_f64(seconds);
+        rest = tail;
+    }
+    Ok(total)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -124,9 +156,30 @@ async fn main() -> anyhow::Result<()> {
         metric_service_addr: bind_address(&args.metrics_service_bind_address)
             .map_err(anyhow::Error::msg)?,
         cert_dir: Some(args.cert_dir),
-        leader: args
-            .leader_elect
-            .then(|| LeaderConfig::new(&pod_namespace, &args.leader_election_id, &identity)),
+        leader: if args.leader_elect {
+            let mut leader = LeaderConfig::new(&pod_namespace, &args.leader_election_id, &identity);
+            for (name, field) in [
+                (
+                    "KEDA_OPERATOR_LEADER_ELECTION_LEASE_DURATION",
+                    &mut leader.lease_duration,
+                ),
+                (
+                    "KEDA_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE",
+                    &mut leader.renew_deadline,
+                ),
+                (
+                    "KEDA_OPERATOR_LEADER_ELECTION_RETRY_PERIOD",
+                    &mut leader.retry_period,
+                ),
+            ] {
+                if let Some(text) = env(name) {
+                    *field = go_duration(&text).with_context(|| format!("{name}={text:?}"))?;
+                }
+            }
+            Some(leader)
+        } else {
+            None
+        },
         watch_namespaces: env("WATCH_NAMESPACE")
             .map(|v| {
                 v.split(',')
@@ -154,5 +207,22 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("interrupted; stopping");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(go_duration("15").is_err());
+        assert!(go_duration("").is_err());
+        assert!(go_duration("3d").is_err());
     }
 }
