@@ -96,7 +96,8 @@ pub async fn keep(client: kube::Client, config: LeaderConfig) -> Lost {
 /// holds it. Conflicting writers are told apart by `resourceVersion`.
 async fn try_acquire(api: &Api<Lease>, config: &LeaderConfig) -> Result<bool, kube::Error> {
     let now = jiff::Timestamp::now();
-    let duration = i32::try_from(config.lease_duration.as_secs()).unwrap_or(15);
+    // The API counts whole seconds; less than one would make every lease look expired.
+    let duration = i32::try_from(config.lease_duration.as_secs().max(1)).unwrap_or(15);
     let Some(mut lease) = api.get_opt(&config.name).await? else {
         let lease = Lease {
             metadata: ObjectMeta {

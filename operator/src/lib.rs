@@ -122,6 +122,15 @@ async fn run(
     if let Some(listener) = metrics {
         tokio::spawn(probes::serve_metrics(listener, telemetry.clone()));
     }
+    let leading = Arc::new(tokio::sync::OnceCell::new());
+    let service = match metric_service {
+        Some(listener) => tokio::spawn(serve_metric_service(
+            listener,
+            leading.clone(),
+            config.cert_dir.clone(),
+        )),
+        None => tokio::spawn(futures::future::pending()),
+    };
     let lost = match &config.leader {
         Some(leader) => {
             leader::acquire(&client, leader).await;
@@ -167,34 +176,12 @@ async fn run(
                 tracing::debug!(error = %e, "reconcile error");
             }
         });
-    let ready_flag = ready.clone();
-    let readiness = {
-        let reader = reader.clone();
-        async move {
-            // The store's readiness signal wakes only its most recent waiter (the controller
-            // waits on it too), so wait in short rounds rather than once.
-            loop {
-                match tokio::time::timeout(Duration::from_millis(100), reader.wait_until_ready())
-                    .await
-                {
-                    Ok(Ok(())) => {
-                        ready_flag.store(true, Ordering::Relaxed);
-                        tracing::info!("caches synced; ready");
-                        return;
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_) => {}
-                }
-            }
-        }
-    };
-    tokio::spawn(readiness);
+    tokio::spawn(mark_ready_when_synced(reader.clone(), ready.clone()));
+    let _ = leading.set(ctx.clone());
     let service = async {
-        match metric_service {
-            Some(listener) => {
-                serve_metric_service(listener, ctx.clone(), config.cert_dir.as_deref()).await
-            }
-            None => futures::future::pending().await,
+        match service.await {
+            Ok(result) => result,
+            Err(e) => Err(anyhow::anyhow!("the metric service task ended: {e}")),
         }
     };
     let lost = async {
@@ -210,6 +197,23 @@ async fn run(
         () = controller => Err(anyhow::anyhow!("the ScaledObject controller stopped")),
         result = service => result.and(Err(anyhow::anyhow!("the metric service stopped"))),
         error = lost => Err(error),
+    }
+}
+
+/// Sets `ready` once the ScaledObject cache has synced.
+async fn mark_ready_when_synced(reader: reflector::Store<ScaledObject>, ready: Arc<AtomicBool>) {
+    // The store's readiness signal wakes only its most recent waiter (the controller waits on
+    // it too), so wait in short rounds rather than once.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), reader.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced; ready");
+                return;
+            }
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
     }
 }
 
@@ -267,8 +271,8 @@ fn hpa_change(hpa: &HorizontalPodAutoscaler) -> Option<u64> {
 
 async fn serve_metric_service(
     listener: tokio::net::TcpListener,
-    ctx: Arc<Context>,
-    cert_dir: Option<&std::path::Path>,
+    ctx: Arc<tokio::sync::OnceCell<Arc<Context>>>,
+    cert_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut builder = tonic::transport::Server::builder();
     if let Some(dir) = cert_dir {

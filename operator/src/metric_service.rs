@@ -25,14 +25,15 @@ use crate::scalers::MetricSpec;
 /// A loop value younger than this answers the HPA without reading the source again.
 const FRESH: Duration = Duration::from_secs(2);
 
-/// The gRPC service.
+/// The gRPC service. It answers from the moment the port is bound; until this replica leads
+/// (and has its caches), every call is UNAVAILABLE, which the metrics server retries.
 #[derive(Debug, Clone)]
 pub struct Service {
-    ctx: Arc<Context>,
+    ctx: Arc<tokio::sync::OnceCell<Arc<Context>>>,
 }
 
 impl Service {
-    pub fn new(ctx: Arc<Context>) -> MetricServiceServer<Self> {
+    pub fn new(ctx: Arc<tokio::sync::OnceCell<Arc<Context>>>) -> MetricServiceServer<Self> {
         MetricServiceServer::new(Self { ctx })
     }
 }
@@ -43,6 +44,11 @@ impl MetricService for Service {
         &self,
         request: Request<GetMetricRequest>,
     ) -> Result<Response<GetMetricResponse>, Status> {
+        let Some(ctx) = self.ctx.get() else {
+            return Err(Status::unavailable(
+                "this operator replica is not the leader (or not started yet)",
+            ));
+        };
         let request = request.into_inner();
         if request.namespace.is_empty()
             || request.scaled_object.is_empty()
@@ -53,13 +59,13 @@ impl MetricService for Service {
             ));
         }
         let key = ObjectRef::<ScaledObject>::new(&request.scaled_object).within(&request.namespace);
-        let Some(so) = self.ctx.scaled_objects.get(&key) else {
+        let Some(so) = ctx.scaled_objects.get(&key) else {
             return Err(Status::not_found(format!(
                 "ScaledObject {}/{} not found",
                 request.namespace, request.scaled_object
             )));
         };
-        let Some(state) = self.ctx.loops.get(&key) else {
+        let Some(state) = ctx.loops.get(&key) else {
             return Err(Status::not_found(format!(
                 "ScaledObject {}/{} is not being scaled (paused, or not ready)",
                 request.namespace, request.scaled_object

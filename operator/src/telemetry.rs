@@ -61,7 +61,8 @@ impl Default for Telemetry {
         let object_paused = Family::default();
         let loop_latency = Family::default();
         registry.register(
-            "build_info",
+            // An Info metric gets `_info` appended: the series is `keda_build_info`.
+            "build",
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );

@@ -10,11 +10,9 @@
 )]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret, ServiceAccount};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keda_operator::auth::{AuthError, Resolver};
 use keda_operator_crd::{
     AuthenticationKind, AuthenticationRef, ClusterTriggerAuthentication, TriggerAuthentication,
@@ -39,40 +37,11 @@ async fn start() -> (kube_sim::KubeSim, Client) {
     })
     .await
     .unwrap();
-    let mut config = kube::Config::new(sim.url().parse().unwrap());
-    config.default_retry = false;
-    let client = Client::try_from(config).unwrap();
+    let client = sim.client().unwrap();
     for crd in keda_operator_crd::crds() {
-        install_crd(&client, &crd).await;
+        kube_sim::client::install_crd(&client, &crd).await.unwrap();
     }
     (sim, client)
-}
-
-/// Creates `crd` and waits until it is Established.
-async fn install_crd(client: &Client, crd: &CustomResourceDefinition) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), crd).await.unwrap();
-    let name = crd.metadata.name.clone().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let established = crds
-            .get(&name)
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the CRD {name} is not Established"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn create<K>(client: &Client, namespace: Option<&str>, object: Value)

@@ -22,7 +22,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use keda_operator_crd::ScaledObject;
 use keda_proto::metrics::GetMetricRequest;
 use keda_proto::metrics::metric_service_client::MetricServiceClient;
@@ -72,14 +71,7 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let kubeconfig = dir.join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig).unwrap();
-        let mut config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap(),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .unwrap();
-        config.default_retry = false;
-        let client = kube::Client::try_from(config).unwrap();
+        let client = sim.client().unwrap();
         Self {
             _sim: sim,
             client,
@@ -90,26 +82,10 @@ impl Cluster {
 
     /// Creates the keda.sh CRDs and waits until they are Established.
     async fn install_crds(&self) {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in keda_operator_crd::crds() {
-            let name = crd.metadata.name.clone().unwrap();
-            api.patch(
-                &name,
-                &PatchParams::apply("keda-operator-test").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap();
-            eventually(&format!("the CRD {name} to be Established"), || async {
-                let crd = api.get(&name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            })
-            .await
-            .unwrap_or_else(|| panic!("the CRD {name} did not become Established"));
+            kube_sim::client::install_crd(&self.client, &crd)
+                .await
+                .unwrap();
         }
     }
 
@@ -480,8 +456,6 @@ async fn metrics_endpoint_serves_build_info_and_scaler_values_with_keda_labels()
 /// KEDA publishes its build information as the series `keda_build_info`, which dashboards
 /// query by that name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the operator exposes the series as keda_build_info_info: telemetry registers \
-            an Info metric as build_info, and the encoder appends _info"]
 async fn build_info_has_kedas_series_name() {
     let cluster = Cluster::start().await;
     let operator = Operator::spawn(&cluster, "build-info", &[], &[]).await;

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod aggregator;
 pub mod api_error;
 pub mod apply;
+pub mod client;
 pub mod cluster;
 pub mod controllers;
 pub mod crds;
@@ -81,6 +82,11 @@ impl KubeSim {
     /// `http://<addr>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A kube-rs client for this simulator (see [`client::client`]).
+    pub fn client(&self) -> Result<kube::Client, kube::Error> {
+        client::client(&self.url())
     }
 
     /// A kubeconfig pointing at this simulator, accepted by kubectl and kube-rs.

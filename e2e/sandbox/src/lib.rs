@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
@@ -151,35 +150,10 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 /// Creates the keda.sh CRDs and waits until they are Established.
 pub async fn install_crds(client: &kube::Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in keda_operator_crd::crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::apply("keda-sandbox").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("installing the CRD {name}"))?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let established = api
-                .get(&name)
-                .await?
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the CRD {name} is not Established"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        kube_sim::client::install_crd(client, &crd)
+            .await
+            .map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

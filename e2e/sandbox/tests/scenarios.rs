@@ -411,3 +411,170 @@ async fn a_bad_scaled_object_is_not_ready_and_nothing_is_scaled() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_modifiers_combine_triggers_by_formula() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("formula").await;
+    let a = Source::start(&cluster).await;
+    let b = Source::start(&cluster).await;
+    a.set(6);
+    b.set(8);
+    cluster.apply(&ns, deployment("worker", 0)).await;
+    let mut first = metrics_api_trigger(&a, 5);
+    first["name"] = json!("a");
+    let mut second = metrics_api_trigger(&b, 5);
+    second["name"] = json!("b");
+    let mut so = scaled_object("worker", json!([first, second]), json!({}));
+    so["spec"]["advanced"]["scalingModifiers"] =
+        json!({"formula": "a > 7 ? a + b : (a + b) / 2", "target": "2", "activationTarget": "1"});
+    cluster.apply(&ns, so).await;
+    // (6 + 8) / 2 = 7 against a target of 2 per replica: ceil(7 / 2) = 4.
+    cluster.wait_replicas(&ns, "worker", 4, WAIT).await;
+    let hpa = cluster.hpas(&ns).get("keda-hpa-worker").await.unwrap();
+    let metrics = hpa.spec.unwrap().metrics.unwrap();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        metrics[0].external.as_ref().unwrap().metric.name,
+        "composite-metric"
+    );
+    let so = cluster.scaled_objects(&ns).get("worker").await.unwrap();
+    assert_eq!(
+        so.status.unwrap().composite_scaler_name.as_deref(),
+        Some("composite-metric")
+    );
+    // a = 8 takes the other branch: 8 + 8 = 16, ceil(16 / 2) = 8.
+    a.set(8);
+    cluster.wait_replicas(&ns, "worker", 8, WAIT).await;
+    // (0 + 1) / 2 = 0.5 is not above the activation target of 1: back to zero.
+    a.set(0);
+    b.set(1);
+    cluster.wait_replicas(&ns, "worker", 0, WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_covers_a_trigger_that_cannot_be_built_and_a_healthy_trigger_keeps_working() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("unbuildable").await;
+    let source = Source::start(&cluster).await;
+    source.set(10);
+    cluster.apply(&ns, deployment("worker", 0)).await;
+    // The second trigger's TriggerAuthentication does not exist: the trigger cannot be built.
+    let mut broken = metrics_api_trigger(&source, 5);
+    broken["authenticationRef"] = json!({"name": "does-not-exist"});
+    cluster
+        .apply(
+            &ns,
+            scaled_object(
+                "worker",
+                json!([metrics_api_trigger(&source, 5), broken]),
+                json!({"fallback": {"failureThreshold": 2, "replicas": 7}}),
+            ),
+        )
+        .await;
+    // The healthy trigger alone would ask for 2; the broken one's fallback asks for 7.
+    cluster.wait_replicas(&ns, "worker", 7, WAIT).await;
+    cluster
+        .wait_condition(&ns, "worker", "Fallback", "True", Some("FallbackExists"))
+        .await;
+    let so = cluster.scaled_objects(&ns).get("worker").await.unwrap();
+    let status = so.status.unwrap();
+    assert_eq!(
+        status.external_metric_names,
+        Some(vec![
+            "s0-metric-api-value".to_owned(),
+            "s1-metrics-api".to_owned()
+        ])
+    );
+    assert!(
+        status.health.unwrap()["s1-metrics-api"]
+            .number_of_failures
+            .unwrap()
+            > 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statefulset_is_scaled_through_its_scale_subresource() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("statefulset").await;
+    let source = Source::start(&cluster).await;
+    source.set(12);
+    let mut statefulset = deployment("db", 0);
+    statefulset["kind"] = json!("StatefulSet");
+    statefulset["spec"]["serviceName"] = json!("db");
+    cluster.apply(&ns, statefulset).await;
+    let mut so = scaled_object("db", json!([metrics_api_trigger(&source, 5)]), json!({}));
+    so["spec"]["scaleTargetRef"]["kind"] = json!("StatefulSet");
+    cluster.apply(&ns, so).await;
+    cluster.wait_statefulset_replicas(&ns, "db", 3, WAIT).await;
+    let so = cluster.scaled_objects(&ns).get("db").await.unwrap();
+    assert_eq!(
+        so.status.unwrap().scale_target_kind.as_deref(),
+        Some("apps/v1.StatefulSet")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_hpa_is_taken_over_only_when_asked() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("transfer").await;
+    let source = Source::start(&cluster).await;
+    source.set(10);
+    cluster.apply(&ns, deployment("worker", 1)).await;
+    cluster
+        .apply(
+            &ns,
+            json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "legacy"},
+                "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "worker"},
+                         "minReplicas": 1, "maxReplicas": 3,
+                         "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}
+            }),
+        )
+        .await;
+    let mut so = scaled_object(
+        "worker",
+        json!([metrics_api_trigger(&source, 5)]),
+        json!({}),
+    );
+    so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["name"] = json!("legacy");
+    cluster.apply(&ns, so.clone()).await;
+    let ready = cluster
+        .wait_condition(
+            &ns,
+            "worker",
+            "Ready",
+            "False",
+            Some("ScaledObjectCheckFailed"),
+        )
+        .await;
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("legacy already exists"),
+        "{ready}"
+    );
+    cluster
+        .annotate(
+            &ns,
+            "worker",
+            json!({"scaledobject.keda.sh/transfer-hpa-ownership": "true"}),
+        )
+        .await;
+    cluster
+        .wait_condition(&ns, "worker", "Ready", "True", Some("ScaledObjectReady"))
+        .await;
+    let hpa = cluster.hpas(&ns).get("legacy").await.unwrap();
+    assert!(
+        hpa.metadata
+            .owner_references
+            .unwrap()
+            .iter()
+            .any(|o| o.kind == "ScaledObject" && o.name == "worker")
+    );
+    assert_eq!(hpa.spec.unwrap().metrics.unwrap()[0].type_, "External");
+    cluster.wait_replicas(&ns, "worker", 2, WAIT).await;
+}

@@ -108,6 +108,21 @@ impl Cluster {
                     .await
                     .unwrap();
             }
+            "StatefulSet" => {
+                Api::<k8s_openapi::api::apps::v1::StatefulSet>::namespaced(
+                    self.client.clone(),
+                    namespace,
+                )
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+            }
+            "HorizontalPodAutoscaler" => {
+                Api::<HorizontalPodAutoscaler>::namespaced(self.client.clone(), namespace)
+                    .patch(&name, &params, &Patch::Apply(&object))
+                    .await
+                    .unwrap();
+            }
             other => panic!("apply of {other} not supported by the harness"),
         }
     }
@@ -145,6 +160,34 @@ impl Cluster {
             last = self.replicas(namespace, name).await;
             if last == want {
                 return started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{namespace}/{name}: wanted {want} replicas within {within:?}, still {last}");
+    }
+
+    /// Waits until the StatefulSet has `want` replicas.
+    pub(crate) async fn wait_statefulset_replicas(
+        &self,
+        namespace: &str,
+        name: &str,
+        want: i32,
+        within: Duration,
+    ) {
+        let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(self.client.clone(), namespace);
+        let started = tokio::time::Instant::now();
+        let mut last = -1;
+        while started.elapsed() < within {
+            last = api
+                .get(name)
+                .await
+                .unwrap()
+                .spec
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            if last == want {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
