@@ -225,7 +225,13 @@ impl Cluster {
             return Err(ApiError::bad_request("metadata must be an object"));
         };
         if rt.namespaced {
-            match meta.get("namespace").and_then(Value::as_str) {
+            // An empty namespace in the body counts as unset, as in the apiserver (Helm sends
+            // its release Secrets that way).
+            match meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+            {
                 Some(ns) if !namespace.is_empty() && ns != namespace => {
                     return Err(ApiError::bad_request(
                         "the namespace of the provided object does not match the namespace sent on the request",

@@ -1403,3 +1403,25 @@ async fn scaled_object_status_is_a_subresource_and_only_spec_bumps_generation() 
         .unwrap();
     assert_eq!(patched.metadata.generation, Some(2));
 }
+
+/// An empty `metadata.namespace` in a body counts as unset, as in the apiserver (Helm sends
+/// its release Secrets that way); a different namespace is still refused.
+#[tokio::test]
+async fn an_empty_namespace_in_the_body_takes_the_requests_namespace() {
+    let (_sim, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let object: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "release", "namespace": ""}, "data": {"k": "v"}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &object).await.unwrap();
+    assert_eq!(created.metadata.namespace.as_deref(), Some("default"));
+    let mut other = object.clone();
+    other.metadata.name = Some("elsewhere".into());
+    other.metadata.namespace = Some("kube-system".into());
+    assert_eq!(
+        api_error(api.create(&PostParams::default(), &other).await).code,
+        400
+    );
+}

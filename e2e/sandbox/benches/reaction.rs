@@ -103,7 +103,7 @@ async fn main() {
         zero.push(emptied.elapsed());
     }
     println!(
-        "sandbox reaction over {TRIALS} trials (pollingInterval {POLLING_INTERVAL} s, HPA sync 1 s, cooldown 1 s)"
+        "sandbox reaction over {TRIALS} trials (pollingInterval {POLLING_INTERVAL} s, HPA sync 1 s, cooldown 1 s, no HPA rate limits)"
     );
     report(
         "queue 0 → 20: Deployment 0 → 1 (scale loop)",
