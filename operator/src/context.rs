@@ -70,9 +70,7 @@ impl Context {
             },
         );
         Arc::new(Self {
-            services: Services {
-                kube: client.clone(),
-            },
+            services: Services::new(client.clone()),
             client,
             recorder,
             settings,

@@ -120,6 +120,12 @@ impl Params {
         &self.metadata
     }
 
+    /// The value of the target container's environment variable `var` (what a
+    /// `<name>FromEnv` key names), as resolved.
+    pub fn env_var(&self, var: &str) -> Option<&str> {
+        self.env.get(var.trim()).map(String::as_str)
+    }
+
     /// The first non-empty (trimmed) value of `name` in `order`, with where it came from.
     pub fn find(&self, name: &str, order: &[Source]) -> Option<(Source, &str)> {
         order.iter().find_map(|source| {

@@ -147,6 +147,10 @@ impl ScalerSet {
                 }
                 (Err(e), _) | (_, Err(e)) => Err(e),
             };
+            let built = match built {
+                Ok(scaler) => scaler.prepare().await.map(|()| scaler),
+                Err(e) => Err(e),
+            };
             match built {
                 Err(error) if error.category() == "config" => {
                     return Err(InvalidTriggers::Trigger {
@@ -223,6 +227,7 @@ fn input(
         metric_type_set: trigger.metric_type.is_some(),
         params,
         namespace: so.namespace().unwrap_or_default(),
+        scaled_object: so.name_any(),
         as_metric_source,
         http_timeout: ctx.settings.http_timeout,
     }

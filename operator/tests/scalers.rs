@@ -152,9 +152,7 @@ async fn serve(tls: Option<rustls::ServerConfig>) -> (SocketAddr, Arc<Seen>) {
 /// A client for an address nothing listens on: the metrics-api scaler never uses it.
 fn no_kube() -> Services {
     let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    Services {
-        kube: kube::Client::try_from(config).unwrap(),
-    }
+    Services::new(kube::Client::try_from(config).unwrap())
 }
 
 fn metrics_api(metadata: &[(&str, &str)], auth: &[(&str, &str)]) -> Box<dyn Scaler> {
@@ -615,7 +613,7 @@ async fn kubernetes_workload_counts_pods_that_have_not_terminated() {
     let default_pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     create_pod(&default_pods, "b1", backend, Some("node-7"), "Running").await;
 
-    let services = Services { kube: client };
+    let services = Services::new(client);
     let cases = [
         // Running and pending pods count; succeeded and failed ones do not.
         ("app=backend", "false", "4", 5.0, true),
@@ -676,7 +674,7 @@ async fn kubernetes_workload_reads_every_page() {
     }
     let scaler = scalers::build(
         &workload("shop", &[("podSelector", "app=worker"), ("value", "10")]),
-        &Services { kube: client },
+        &Services::new(client),
     )
     .unwrap();
     assert_eq!(
@@ -695,9 +693,7 @@ async fn kubernetes_workload_without_an_api_server_is_an_error() {
     config.default_retry = false;
     let scaler = scalers::build(
         &workload("shop", &[("podSelector", "app=worker"), ("value", "10")]),
-        &Services {
-            kube: kube::Client::try_from(config).unwrap(),
-        },
+        &Services::new(kube::Client::try_from(config).unwrap()),
     )
     .unwrap();
     let message = source_error(scaler.read("s1-workload-shop").await);

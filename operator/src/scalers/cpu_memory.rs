@@ -265,9 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn resource_metric_and_no_reads() {
-        let services = Services {
-            kube: unreachable_client(),
-        };
+        let services = Services::new(unreachable_client());
         let scaler = build(
             &input(
                 "memory",

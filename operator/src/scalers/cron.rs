@@ -630,10 +630,10 @@ mod tests {
 
     #[tokio::test]
     async fn spec_target_and_reads() {
-        let services = Services {
-            kube: kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap(),
-        };
+        );
         let mut value_input = input(
             4,
             &[

@@ -519,10 +519,10 @@ mod tests {
 
     #[tokio::test]
     async fn metric_spec_and_name() {
-        let services = Services {
-            kube: kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap(),
-        };
+        );
         let mut trigger = input(&[("podSelector", "app=a"), ("value", "2.5")]);
         trigger.index = 3;
         trigger.namespace = "shop.prod".into();

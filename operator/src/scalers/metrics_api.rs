@@ -1317,10 +1317,10 @@ mod tests {
 
     #[tokio::test]
     async fn metric_names_match_keda() {
-        let services = Services {
-            kube: kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap(),
-        };
+        );
         let mut trigger = input(&with(&[("valueLocation", "metric.test")]));
         trigger.index = 1;
         let scaler = build(&trigger, &services).unwrap();
@@ -1613,10 +1613,10 @@ mod tests {
 
     #[tokio::test]
     async fn reads_nothing_but_its_metric() {
-        let services = Services {
-            kube: kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap(),
-        };
+        );
         let scaler = build(&input(&with(&[])), &services).unwrap();
         assert_eq!(
             scaler.read("s0-other").await,

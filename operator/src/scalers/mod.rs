@@ -5,9 +5,11 @@
 
 pub mod cpu_memory;
 pub mod cron;
+pub mod external;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -30,6 +32,8 @@ pub struct TriggerInput {
     pub params: Params,
     /// Namespace of the ScaledObject (kubernetes-workload counts pods here).
     pub namespace: String,
+    /// Name of the ScaledObject (or ScaledJob) the trigger belongs to.
+    pub scaled_object: String,
     /// When scalingModifiers combine the triggers, per-trigger targets become optional.
     pub as_metric_source: bool,
     /// Deadline of HTTP requests to sources (`KEDA_HTTP_DEFAULT_TIMEOUT`).
@@ -47,6 +51,7 @@ impl TriggerInput {
             metric_type_set: false,
             params,
             namespace: "default".to_owned(),
+            scaled_object: String::new(),
             as_metric_source: false,
             http_timeout: Duration::from_secs(3),
         }
@@ -166,6 +171,18 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[derive(Clone)]
 pub struct Services {
     pub kube: kube::Client,
+    /// Client connections of the `external` and `external-push` triggers.
+    pub external: Arc<external::ExternalPool>,
+}
+
+impl Services {
+    /// Services over `kube`, with an empty external scaler pool.
+    pub fn new(kube: kube::Client) -> Self {
+        Self {
+            kube,
+            external: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -182,6 +199,20 @@ pub trait Scaler: Send + Sync + std::fmt::Debug {
     /// Reads the external metric `metric` (one of [`Scaler::metric_specs`]) and whether the
     /// trigger is active. Scalers without external metrics (cpu, memory) are never read.
     fn read<'a>(&'a self, metric: &'a str) -> BoxFuture<'a, Result<Reading, ScalerError>>;
+
+    /// Work that needs the source before the metric specs are known (an external scaler asks
+    /// its server for them). Runs once after the scaler is built; an error makes the trigger
+    /// count as failing, so fallback applies.
+    fn prepare(&self) -> BoxFuture<'_, Result<(), ScalerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// For sources that push: a stream that yields whenever the source says the trigger has
+    /// become active, so the loop acts at once instead of at the next polling interval. The
+    /// stream reconnects on its own and ends only when the scaler is dropped.
+    fn activity_pushes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        None
+    }
 }
 
 type Build = fn(&TriggerInput, &Services) -> Result<Box<dyn Scaler>, ScalerError>;
@@ -191,6 +222,8 @@ const REGISTRY: &[(&str, Build)] = &[
     ("cpu", cpu_memory::build),
     ("memory", cpu_memory::build),
     ("cron", cron::build),
+    ("external", external::build),
+    ("external-push", external::build),
     ("kubernetes-workload", kubernetes_workload::build),
     ("metrics-api", metrics_api::build),
 ];
