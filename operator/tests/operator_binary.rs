@@ -518,6 +518,19 @@ async fn a_second_operator_waits_for_the_lease_and_takes_over_when_the_first_die
         "{}",
         second.log()
     );
+    // The standby's metric service answers at once, with UNAVAILABLE (which the metrics
+    // server retries), rather than leaving the caller hanging.
+    let standby = second
+        .metric_client()
+        .await
+        .get_metric(keda_proto::metrics::GetMetricRequest {
+            namespace: "default".into(),
+            scaled_object: "any".into(),
+            metric_name: "s0-any".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(standby.code(), tonic::Code::Unavailable, "{standby:?}");
 
     first.child.kill().await.unwrap();
     eventually("the second operator to take the Lease", || async {

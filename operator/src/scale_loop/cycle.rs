@@ -36,10 +36,18 @@ pub(super) async fn run(ctx: Arc<Context>, state: Arc<LoopState>) {
         .await;
     }
     let mut expected = Instant::now();
+    // Push subscriptions of the current triggers; replaced (and the old ones aborted) when the
+    // triggers are rebuilt.
+    let mut pushes: Option<(usize, tokio::task::JoinSet<()>)> = None;
     loop {
         let Some(so) = ctx.scaled_objects.get(&state.key) else {
             return;
         };
+        let set = state.scalers();
+        if pushes.as_ref().map(|(id, _)| *id) != Some(Arc::as_ptr(&set).addr()) {
+            pushes = Some((Arc::as_ptr(&set).addr(), subscribe(&set, &state)));
+        }
+        drop(set);
         let started = Instant::now();
         ctx.telemetry
             .loop_latency
@@ -94,7 +102,10 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
     let set = state.scalers();
     let fallback = fallback::validate(so).ok().flatten();
     let reads = read_all(ctx, state, so, &set, fallback).await;
-    let verdict = judge(ctx, so, &set, &reads).await;
+    let mut verdict = judge(ctx, so, &set, &reads).await;
+    if state.take_pushed() {
+        verdict.active = true;
+    }
 
     let mut update = status::Update::default();
     let current = match state.target().replicas().await {
@@ -153,6 +164,25 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
         );
     }
     update.write(&ctx.client, so).await
+}
+
+/// Starts a task per push-capable trigger that pokes the loop on each activation.
+fn subscribe(set: &ScalerSet, state: &Arc<LoopState>) -> tokio::task::JoinSet<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for trigger in &set.triggers {
+        let Ok(scaler) = &trigger.scaler else {
+            continue;
+        };
+        if let Some(mut pushes) = scaler.activity_pushes() {
+            let state = state.clone();
+            tasks.spawn(async move {
+                while futures::StreamExt::next(&mut pushes).await.is_some() {
+                    state.push_active();
+                }
+            });
+        }
+    }
+    tasks
 }
 
 /// A bool-ish annotation of the ScaledObject.

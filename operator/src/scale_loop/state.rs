@@ -54,6 +54,8 @@ pub struct LoopState {
     in_flight: Mutex<HashMap<String, InFlight>>,
     /// Wakes the loop for an immediate cycle (a push, or a change to the object).
     pub poke: tokio::sync::Notify,
+    /// A push said a trigger became active since the last cycle.
+    pushed: AtomicBool,
 }
 
 impl std::fmt::Debug for LoopState {
@@ -90,7 +92,19 @@ impl LoopState {
             health: Mutex::new(health),
             in_flight: Mutex::default(),
             poke: tokio::sync::Notify::new(),
+            pushed: AtomicBool::new(false),
         }
+    }
+
+    /// A source pushed "active": the next cycle counts the object as active, and runs now.
+    pub fn push_active(&self) {
+        self.pushed.store(true, Ordering::Relaxed);
+        self.poke.notify_one();
+    }
+
+    /// Whether a push arrived since the last call.
+    pub fn take_pushed(&self) -> bool {
+        self.pushed.swap(false, Ordering::Relaxed)
     }
 
     pub fn target(&self) -> &Target {
