@@ -52,9 +52,15 @@ impl Scaler for Settable {
     }
 }
 
-/// Serves `scaler` on a free loopback port until the test ends.
+/// Serves `scaler` on a free port until the test ends (loopback for the sandbox; every
+/// interface when the cluster is a real one, which reaches it at `KEDA_E2E_SOURCE_HOST`).
 async fn serve<S: Scaler>(scaler: Arc<S>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bind = if std::env::var_os("KEDA_E2E_KUBECONFIG").is_some() {
+        "0.0.0.0:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         Server::from_arc(scaler)
@@ -70,7 +76,9 @@ fn external_trigger(
     addr: SocketAddr,
     metadata: serde_json::Value,
 ) -> serde_json::Value {
-    let mut trigger = json!({"type": kind, "metadata": {"scalerAddress": addr.to_string()}});
+    let host = std::env::var("KEDA_E2E_SOURCE_HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let address = format!("{host}:{}", addr.port());
+    let mut trigger = json!({"type": kind, "metadata": {"scalerAddress": address}});
     if let (Some(target), serde_json::Value::Object(extra)) =
         (trigger["metadata"].as_object_mut(), metadata)
     {
