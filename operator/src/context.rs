@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keda_operator_crd::ScaledObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::scale_loop::Loops;
@@ -45,6 +45,9 @@ pub struct Context {
     /// The ScaledObjects the controller watches; loops read the latest version here.
     pub scaled_objects: Store<ScaledObject>,
     pub telemetry: Arc<Telemetry>,
+    /// Asks the controller to reconcile a ScaledObject now (the loop's triggers changed their
+    /// metric names, so the HPA must follow).
+    pub reconcile: futures::channel::mpsc::UnboundedSender<ObjectRef<ScaledObject>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -61,6 +64,7 @@ impl Context {
         settings: Settings,
         scaled_objects: Store<ScaledObject>,
         telemetry: Arc<Telemetry>,
+        reconcile: futures::channel::mpsc::UnboundedSender<ObjectRef<ScaledObject>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -78,7 +82,15 @@ impl Context {
             loops: Loops::default(),
             scaled_objects,
             telemetry,
+            reconcile,
         })
+    }
+
+    /// Stops a ScaledObject's loop and removes the Prometheus series it wrote.
+    pub fn stop_loop(&self, key: &ObjectRef<ScaledObject>) {
+        if let Some(state) = self.loops.stop(key) {
+            state.remove_series(&self.telemetry);
+        }
     }
 
     /// Publishes a Kubernetes Event about a ScaledObject; a failure to publish is only logged.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use keda_operator_crd::ScaledObject;
 use kube::api::Api;
@@ -141,11 +141,13 @@ async fn run(
     };
 
     let (reader, writer) = reflector::store::<ScaledObject>();
+    let (reconcile, reconcile_requests) = futures::channel::mpsc::unbounded();
     let ctx = Context::new(
         client.clone(),
         config.settings.clone(),
         reader.clone(),
         telemetry,
+        reconcile,
     );
     let scaled_objects = watch_scaled_objects(&client, &config.watch_namespaces);
     let stream = scaled_objects
@@ -153,16 +155,10 @@ async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(relevant_change, PredicateConfig::default());
-    let hpas: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
-    let hpa_changes = watcher(
-        hpas,
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=keda-operator"),
-    )
-    .default_backoff()
-    .touched_objects()
-    .predicate_filter(hpa_change, PredicateConfig::default());
+    let hpa_changes = watch_owned_hpas(&client);
     let controller = Controller::for_stream(stream, reader.clone())
         .owns_stream(hpa_changes)
+        .reconcile_on(reconcile_requests)
         .with_config(
             kube::runtime::controller::Config::default().concurrency(config.max_reconciles.max(1)),
         )
@@ -176,8 +172,14 @@ async fn run(
                 tracing::debug!(error = %e, "reconcile error");
             }
         });
-    tokio::spawn(mark_ready_when_synced(reader.clone(), ready.clone()));
-    let _ = leading.set(ctx.clone());
+    // The metric service answers (rather than UNAVAILABLE) once the cache has synced, so a
+    // restart does not answer NOT_FOUND for objects it has simply not read yet.
+    tokio::spawn(mark_ready_when_synced(
+        reader.clone(),
+        ready.clone(),
+        leading.clone(),
+        ctx.clone(),
+    ));
     let service = async {
         match service.await {
             Ok(result) => result,
@@ -200,13 +202,20 @@ async fn run(
     }
 }
 
-/// Sets `ready` once the ScaledObject cache has synced.
-async fn mark_ready_when_synced(reader: reflector::Store<ScaledObject>, ready: Arc<AtomicBool>) {
+/// Sets `ready`, and hands the metric service its context, once the ScaledObject cache has
+/// synced.
+async fn mark_ready_when_synced(
+    reader: reflector::Store<ScaledObject>,
+    ready: Arc<AtomicBool>,
+    leading: Arc<tokio::sync::OnceCell<Arc<Context>>>,
+    ctx: Arc<Context>,
+) {
     // The store's readiness signal wakes only its most recent waiter (the controller waits on
     // it too), so wait in short rounds rather than once.
     loop {
         match tokio::time::timeout(Duration::from_millis(100), reader.wait_until_ready()).await {
             Ok(Ok(())) => {
+                let _ = leading.set(ctx);
                 ready.store(true, Ordering::Relaxed);
                 tracing::info!("caches synced; ready");
                 return;
@@ -223,17 +232,59 @@ fn watch_scaled_objects(
     namespaces: &[String],
 ) -> futures::stream::BoxStream<'static, Result<watcher::Event<ScaledObject>, watcher::Error>> {
     let config = watcher::Config::default();
-    if namespaces.is_empty() {
-        return watcher(Api::<ScaledObject>::all(client.clone()), config).boxed();
-    }
-    futures::stream::select_all(namespaces.iter().map(|ns| {
-        watcher(
-            Api::<ScaledObject>::namespaced(client.clone(), ns),
-            config.clone(),
+    match namespaces {
+        [] => watcher(Api::<ScaledObject>::all(client.clone()), config).boxed(),
+        [namespace] => watcher(
+            Api::<ScaledObject>::namespaced(client.clone(), namespace),
+            config,
         )
-        .boxed()
-    }))
-    .boxed()
+        .boxed(),
+        // One watch over all namespaces, filtered: a reflector fed by several watches would be
+        // reset to one namespace's objects by each watch's initial list.
+        several => {
+            let wanted: std::collections::HashSet<String> = several.iter().cloned().collect();
+            watcher(Api::<ScaledObject>::all(client.clone()), config)
+                .filter_map(move |event| {
+                    let keep = |so: &ScaledObject| {
+                        so.metadata
+                            .namespace
+                            .as_ref()
+                            .is_some_and(|ns| wanted.contains(ns))
+                    };
+                    let event = match event {
+                        Ok(
+                            watcher::Event::Apply(so)
+                            | watcher::Event::InitApply(so)
+                            | watcher::Event::Delete(so),
+                        ) if !keep(&so) => None,
+                        other => Some(other),
+                    };
+                    futures::future::ready(event)
+                })
+                .boxed()
+        }
+    }
+}
+
+/// The HPA changes that matter, with deletions always passing the predicate (a deleted HPA is
+/// recreated at once).
+fn watch_owned_hpas(
+    client: &kube::Client,
+) -> impl futures::Stream<Item = Result<HorizontalPodAutoscaler, watcher::Error>> + Send + 'static {
+    let hpas: Api<HorizontalPodAutoscaler> = Api::all(client.clone());
+    watcher(hpas, watcher::Config::default())
+        .default_backoff()
+        .map_ok(|event| match event {
+            watcher::Event::Delete(mut hpa) => {
+                hpa.metadata.deletion_timestamp.get_or_insert_with(|| {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())
+                });
+                watcher::Event::Delete(hpa)
+            }
+            other => other,
+        })
+        .touched_objects()
+        .predicate_filter(hpa_change, PredicateConfig::default())
 }
 
 #[expect(

@@ -137,7 +137,8 @@ async fn serve_trigger_metric(
             jiff::Timestamp::now(),
         ),
     };
-    let health = state.record_health(&name, result.is_ok());
+    // Health was recorded by the source read itself (once per read, not per answer).
+    let health = state.health_of(&name);
     match result {
         Ok(reading) => Ok(vec![Served {
             metric: name,
@@ -234,9 +235,9 @@ async fn composite(
     }
     let fallback = fallback::validate(so).ok().flatten();
     let target = hpa::composite_target(so).ok().flatten().unwrap_or(0.0);
-    if let Some(error) = first_error
-        && fallback.is_none()
-    {
+    // A failing trigger whose fallback has not engaged yet is an error, never a value computed
+    // without it (which could scale the workload down because of the failure).
+    if let Some(error) = first_error {
         return Err(error);
     }
     let result = formula

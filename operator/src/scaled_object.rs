@@ -87,7 +87,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     let (target, scale) = match Target::resolve(&ctx.client, &ctx.discovery, so).await {
         Ok(found) => found,
         Err(e) => {
-            ctx.loops.stop(&key);
+            ctx.stop_loop(&key);
             return check_failed(
                 ctx,
                 so,
@@ -130,7 +130,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     let built = match validate_and_build(so, ctx, &target).await {
         Ok(built) => built,
         Err(message) => {
-            ctx.loops.stop(&key);
+            ctx.stop_loop(&key);
             return check_failed(ctx, so, patch, &message).await;
         }
     };
@@ -139,7 +139,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     // Apply the HPA.
     let name = hpa::hpa_name(so);
     if let Err(message) = ensure_hpa(ctx, so, &name, &desired).await? {
-        ctx.loops.stop(&key);
+        ctx.stop_loop(&key);
         return check_failed(ctx, so, patch, &message).await;
     }
     if let Some(old) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref())
@@ -198,9 +198,17 @@ async fn pause(
         return Ok(None);
     }
     // Paused: the loop stops, the HPA goes, replicas stay (or go to paused-replicas).
-    ctx.loops.stop(&ObjectRef::from_obj(so));
+    ctx.stop_loop(&ObjectRef::from_obj(so));
     ctx.telemetry.object_paused.get_or_create(&labels).set(1);
     delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
+    if let Some(previous) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref())
+        && previous != hpa::hpa_name(so)
+    {
+        delete_hpa(ctx, so, previous).await?;
+    }
+    if paused_replicas.is_none() {
+        patch.field(so, "pausedReplicaCount", Value::Null);
+    }
     if let Some(text) = paused_replicas {
         let Ok(replicas) = text.trim().parse::<i32>() else {
             let message =
@@ -272,9 +280,21 @@ async fn validate_and_build(
 ) -> Result<(Arc<ScalerSet>, HorizontalPodAutoscaler), String> {
     validate_bounds(so)?;
     fallback::validate(so).map_err(|e| e.to_string())?;
-    let set = ScalerSet::build(ctx, so, target)
-        .await
-        .map_err(|e| e.to_string())?;
+    // The running loop's triggers, when they were built from this generation and are healthy:
+    // a resync need not reconnect to every source.
+    let running = ctx.loops.get(&ObjectRef::from_obj(so));
+    let generation = so.metadata.generation.unwrap_or_default();
+    let set = match running {
+        Some(state) if state.started_generation == generation && !state.needs_rebuild() => {
+            state.scalers()
+        }
+        running => {
+            let previous = running.map(|state| state.scalers());
+            ScalerSet::build(ctx, so, target, previous.as_deref())
+                .await
+                .map_err(|e| e.to_string())?
+        }
+    };
     for trigger in &set.triggers {
         if let Err(e) = &trigger.scaler {
             let note = format!("trigger {} ({}): {e}", trigger.index, trigger.trigger_type);
@@ -347,7 +367,11 @@ async fn ready(
         c.status != ConditionStatus::True
             && matches!(
                 c.reason.as_deref(),
-                Some(reason::TRIGGER_ERROR | reason::PARTIAL_TRIGGER_ERROR)
+                Some(
+                    reason::TRIGGER_ERROR
+                        | reason::PARTIAL_TRIGGER_ERROR
+                        | reason::ERROR_GETTING_CURRENT_REPLICAS
+                )
             )
     });
     let was_ready = current.is_some_and(|c| c.status == ConditionStatus::True);
@@ -502,7 +526,7 @@ async fn delete_hpa(ctx: &Context, so: &ScaledObject, name: &str) -> Result<(), 
 }
 
 async fn cleanup(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
-    ctx.loops.stop(&ObjectRef::from_obj(so));
+    ctx.stop_loop(&ObjectRef::from_obj(so));
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
     {

@@ -87,11 +87,14 @@ impl ScalerSet {
     }
 
     /// Builds the triggers. Metadata errors make the whole ScaledObject invalid; failures to
-    /// read authentication or reach a source only mark that trigger as failing.
+    /// read authentication or reach a source only mark that trigger as failing. A failing
+    /// trigger keeps the metric specs it had in `previous` (the HPA keeps asking for those
+    /// names, and fallback answers them); without any, it stands behind a placeholder.
     pub async fn build(
         ctx: &Context,
         so: &ScaledObject,
         target: &Target,
+        previous: Option<&ScalerSet>,
     ) -> Result<Arc<Self>, InvalidTriggers> {
         if so.spec.triggers.is_empty() {
             return Err(InvalidTriggers::Empty);
@@ -172,7 +175,13 @@ impl ScalerSet {
                     trigger_type: trigger.type_.clone(),
                     name: trigger.name.clone(),
                     use_cached_metrics: trigger.use_cached_metrics(),
-                    specs: vec![placeholder_spec(index, trigger)],
+                    specs: previous
+                        .and_then(|p| p.triggers.get(index))
+                        .filter(|t| t.trigger_type == trigger.type_)
+                        .map_or_else(
+                            || vec![placeholder_spec(index, trigger)],
+                            |t| t.specs.clone(),
+                        ),
                     scaler: Err(error),
                 }),
             }

@@ -121,36 +121,56 @@ impl Update {
         }
     }
 
-    /// Writes the changes, if any.
-    pub async fn write(
-        mut self,
-        client: &kube::Client,
-        so: &ScaledObject,
-    ) -> Result<(), kube::Error> {
-        if !self.conditions.is_empty() || self.initialize {
-            let api: Api<ScaledObject> =
-                Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
-            let fresh = api.get_opt(&so.name_any()).await?;
+    /// Writes the changes, if any. Conditions are merged into a fresh read and written with
+    /// its `resourceVersion`, so a concurrent writer's change is never overwritten: on a
+    /// conflict the read and merge are repeated.
+    pub async fn write(self, client: &kube::Client, so: &ScaledObject) -> Result<(), kube::Error> {
+        if self.conditions.is_empty() && !self.initialize {
+            if self.fields.is_empty() {
+                return Ok(());
+            }
+            return patch(client, so, serde_json::Value::Object(self.fields)).await;
+        }
+        let api: Api<ScaledObject> =
+            Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(fresh) = api.get_opt(&so.name_any()).await? else {
+                return Ok(());
+            };
             let mut conditions = fresh
+                .status
                 .as_ref()
-                .and_then(|f| f.status.as_ref())
                 .and_then(|s| s.conditions.clone())
                 .unwrap_or_default();
             let mut changed = self.initialize && initialize(&mut conditions);
             for (type_, status, reason, message) in &self.conditions {
                 changed |= set(&mut conditions, *type_, *status, reason, message);
             }
+            let mut fields = self.fields.clone();
             if changed {
-                self.fields.insert(
+                fields.insert(
                     "conditions".into(),
                     serde_json::to_value(&conditions).unwrap_or(serde_json::Value::Null),
                 );
             }
+            if fields.is_empty() {
+                return Ok(());
+            }
+            let body = serde_json::json!({
+                "metadata": { "resourceVersion": fresh.metadata.resource_version },
+                "status": fields,
+            });
+            match api
+                .patch_status(&so.name_any(), &PatchParams::default(), &Patch::Merge(body))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 409 && attempt < 5 => {}
+                Err(e) => return Err(e),
+            }
         }
-        if self.fields.is_empty() {
-            return Ok(());
-        }
-        patch(client, so, serde_json::Value::Object(self.fields)).await
     }
 }
 

@@ -91,9 +91,20 @@ async fn cycle(ctx: &Context, state: &LoopState, so: &ScaledObject) -> Result<()
     if annotations.contains_key(PAUSED_REPLICAS_ANNOTATION) || flag(so, PAUSED_ANNOTATION) {
         return Ok(());
     }
-    if state.needs_rebuild() || state.generation() != so.metadata.generation.unwrap_or_default() {
-        match ScalerSet::build(ctx, so, state.target()).await {
-            Ok(set) => state.replace_scalers(set),
+    if so.metadata.generation.unwrap_or_default() != state.started_generation {
+        // The spec changed: the controller restarts the loop with the new target and triggers.
+        return Ok(());
+    }
+    if state.needs_rebuild() {
+        let previous = state.scalers();
+        match ScalerSet::build(ctx, so, state.target(), Some(&previous)).await {
+            Ok(set) => {
+                if set.specs() != previous.specs() {
+                    // New metric names or targets: the HPA must follow.
+                    let _ = ctx.reconcile.unbounded_send(state.key.clone());
+                }
+                state.replace_scalers(set);
+            }
             Err(e) => {
                 tracing::warn!(name = %so.name_any(), error = %e, "could not rebuild the triggers");
             }
@@ -423,7 +434,7 @@ async fn read_all<'a>(
     let namespace = so.namespace().unwrap_or_default();
     let mut reads = Vec::with_capacity(wanted.len());
     for ((_, trigger, metric), (result, elapsed)) in wanted.into_iter().zip(results) {
-        let health = state.record_health(&metric, result.is_ok());
+        let health = state.health_of(&metric);
         let labels = ScalerLabels {
             namespace: namespace.clone(),
             metric: metric.clone(),
@@ -432,6 +443,7 @@ async fn read_all<'a>(
             triggerIndex: trigger.index.to_string(),
             r#type: "scaledobject",
         };
+        state.wrote_series(&labels);
         let telemetry = &ctx.telemetry;
         let engaged = match &result {
             Ok(reading) => {

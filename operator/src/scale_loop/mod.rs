@@ -32,17 +32,20 @@ struct Running {
 }
 
 impl Loops {
-    /// The loop of a ScaledObject, if one runs.
+    /// The loop of a ScaledObject, if one runs. A loop that ended on its own is forgotten
+    /// here, so the controller starts a new one.
     pub fn get(&self, key: &ObjectRef<ScaledObject>) -> Option<Arc<LoopState>> {
-        self.running
-            .lock()
-            .ok()
-            .and_then(|r| r.get(key).map(|r| r.state.clone()))
+        let mut running = self.running.lock().ok()?;
+        if running.get(key).is_some_and(|r| r.task.is_finished()) {
+            running.remove(key);
+        }
+        running.get(key).map(|r| r.state.clone())
     }
 
-    /// The generation a running loop was started for.
+    /// The generation a running loop was started for (not the one its triggers were last
+    /// rebuilt from: a change the loop noticed first must still restart it).
     pub fn generation(&self, key: &ObjectRef<ScaledObject>) -> Option<i64> {
-        self.get(key).map(|s| s.generation())
+        self.get(key).map(|s| s.started_generation)
     }
 
     /// Starts (or restarts) the loop of a ScaledObject with freshly built triggers.
@@ -66,10 +69,11 @@ impl Loops {
         }
     }
 
-    /// Stops the loop of a ScaledObject; returns whether one was running.
-    pub fn stop(&self, key: &ObjectRef<ScaledObject>) -> bool {
-        let stopped = self.running.lock().ok().and_then(|mut r| r.remove(key));
-        stopped.map(|r| r.task.abort()).is_some()
+    /// Stops the loop of a ScaledObject; returns its state if one was running.
+    pub fn stop(&self, key: &ObjectRef<ScaledObject>) -> Option<Arc<LoopState>> {
+        let stopped = self.running.lock().ok().and_then(|mut r| r.remove(key))?;
+        stopped.task.abort();
+        Some(stopped.state)
     }
 
     /// How many loops run.

@@ -46,16 +46,20 @@ type InFlight = Shared<BoxFuture<'static, Result<Reading, ScalerError>>>;
 /// One ScaledObject's loop state.
 pub struct LoopState {
     pub key: ObjectRef<ScaledObject>,
+    /// The ScaledObject generation the loop was started for.
+    pub started_generation: i64,
     target: Target,
     scalers: RwLock<Arc<ScalerSet>>,
     rebuild: AtomicBool,
-    readings: Mutex<HashMap<String, Cached>>,
-    health: Mutex<BTreeMap<String, HealthStatus>>,
-    in_flight: Mutex<HashMap<String, InFlight>>,
+    readings: Arc<Mutex<HashMap<String, Cached>>>,
+    health: Arc<Mutex<BTreeMap<String, HealthStatus>>>,
+    in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
     /// Wakes the loop for an immediate cycle (a push, or a change to the object).
     pub poke: tokio::sync::Notify,
     /// A push said a trigger became active since the last cycle.
     pushed: AtomicBool,
+    /// The Prometheus series this loop wrote, removed when it stops.
+    series: Mutex<std::collections::HashSet<crate::telemetry::ScalerLabels>>,
 }
 
 impl std::fmt::Debug for LoopState {
@@ -85,14 +89,38 @@ impl LoopState {
             .unwrap_or_default();
         Self {
             key,
+            started_generation: so.metadata.generation.unwrap_or_default(),
             target,
             scalers: RwLock::new(scalers),
             rebuild: AtomicBool::new(false),
-            readings: Mutex::default(),
-            health: Mutex::new(health),
-            in_flight: Mutex::default(),
+            readings: Arc::default(),
+            health: Arc::new(Mutex::new(health)),
+            in_flight: Arc::default(),
             poke: tokio::sync::Notify::new(),
             pushed: AtomicBool::new(false),
+            series: Mutex::default(),
+        }
+    }
+
+    /// Remembers a series written for this loop.
+    pub fn wrote_series(&self, labels: &crate::telemetry::ScalerLabels) {
+        if let Ok(mut series) = self.series.lock()
+            && !series.contains(labels)
+        {
+            series.insert(labels.clone());
+        }
+    }
+
+    /// Removes this loop's series (the ScaledObject is gone, paused or invalid).
+    pub fn remove_series(&self, telemetry: &crate::telemetry::Telemetry) {
+        let Ok(series) = self.series.lock() else {
+            return;
+        };
+        for labels in series.iter() {
+            telemetry.scaler_value.remove(labels);
+            telemetry.scaler_latency.remove(labels);
+            telemetry.scaler_active.remove(labels);
+            telemetry.scaler_errors.remove(labels);
         }
     }
 
@@ -142,6 +170,10 @@ impl LoopState {
     }
 
     /// Reads a metric from its source; concurrent reads of the same metric share one read.
+    ///
+    /// The read runs in its own task, so it completes (and is recorded once in the cache and
+    /// in the metric's health) even when every caller has given up waiting — an HPA query
+    /// cancelled by its deadline leaves no stale read behind.
     pub async fn read_live(
         &self,
         set: &Arc<ScalerSet>,
@@ -158,12 +190,16 @@ impl LoopState {
             } else {
                 let set = set.clone();
                 let name = metric.to_owned();
-                let read = async move {
-                    let Some(entry) = set.triggers.get(trigger) else {
-                        return Err(ScalerError::NoSuchMetric(name));
-                    };
-                    match &entry.scaler {
-                        Ok(scaler) => tokio::time::timeout(READ_BUDGET, scaler.read(&name))
+                let (readings, health, pending) = (
+                    self.readings.clone(),
+                    self.health.clone(),
+                    self.in_flight.clone(),
+                );
+                let entry = key.clone();
+                // The task removes its entry after this lock is released (it takes the lock).
+                let task = tokio::spawn(async move {
+                    let result = match set.triggers.get(trigger).map(|t| &t.scaler) {
+                        Some(Ok(scaler)) => tokio::time::timeout(READ_BUDGET, scaler.read(&name))
                             .await
                             .unwrap_or_else(|_| {
                                 Err(ScalerError::Source(format!(
@@ -171,30 +207,39 @@ impl LoopState {
                                     READ_BUDGET.as_secs()
                                 )))
                             }),
-                        Err(e) => Err(e.clone()),
+                        Some(Err(e)) => Err(e.clone()),
+                        None => Err(ScalerError::NoSuchMetric(name.clone())),
+                    };
+                    if let Ok(mut health) = health.lock() {
+                        fallback::record(health.entry(name).or_default(), result.is_ok());
                     }
+                    if let Ok(mut readings) = readings.lock() {
+                        readings.insert(
+                            entry.clone(),
+                            Cached {
+                                result: result.clone(),
+                                at: Instant::now(),
+                                wall: jiff::Timestamp::now(),
+                            },
+                        );
+                    }
+                    if let Ok(mut pending) = pending.lock() {
+                        pending.remove(&entry);
+                    }
+                    result
+                });
+                let read = async move {
+                    task.await.unwrap_or_else(|e| {
+                        Err(ScalerError::Source(format!("the read task failed: {e}")))
+                    })
                 }
                 .boxed()
                 .shared();
-                in_flight.insert(key.clone(), read.clone());
+                in_flight.insert(key, read.clone());
                 read
             }
         };
-        let result = shared.await;
-        if let Ok(mut in_flight) = self.in_flight.lock() {
-            in_flight.remove(&key);
-        }
-        if let Ok(mut readings) = self.readings.lock() {
-            readings.insert(
-                key,
-                Cached {
-                    result: result.clone(),
-                    at: Instant::now(),
-                    wall: jiff::Timestamp::now(),
-                },
-            );
-        }
-        result
+        shared.await
     }
 
     /// The last read of a metric.
@@ -203,16 +248,6 @@ impl LoopState {
             .lock()
             .ok()
             .and_then(|r| r.get(&metric.to_ascii_lowercase()).cloned())
-    }
-
-    /// Records a read in the metric's health; returns the updated entry.
-    pub fn record_health(&self, metric: &str, success: bool) -> HealthStatus {
-        let Ok(mut health) = self.health.lock() else {
-            return HealthStatus::default();
-        };
-        let entry = health.entry(metric.to_owned()).or_default();
-        fallback::record(entry, success);
-        entry.clone()
     }
 
     /// A copy of every metric's health, limited to the metrics the triggers have now.

@@ -32,7 +32,7 @@ pub struct Metadata {
     /// Required, except when the ScaledObject's scalingModifiers combine the triggers.
     pub value: f64,
     /// `activationValue` (optional, default 0): the trigger is active while the count is
-    /// greater than this.
+    /// greater than this; a finite number.
     pub activation_value: f64,
     /// `groupByNode` (optional, default `false`): count the distinct nodes running matching
     /// pods instead of the pods; pods not yet scheduled on a node are left out.
@@ -60,10 +60,19 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         }
         value
     };
+    let activation_value = params.float("activationValue", METADATA, Some(0.0))?;
+    if !activation_value.is_finite() {
+        // `NaN` or `inf` would keep the trigger inactive whatever the count.
+        return Err(ParamError::invalid(
+            "activationValue",
+            format!("{activation_value} is not a finite number"),
+        )
+        .into());
+    }
     Ok(Metadata {
         pod_selector,
         value,
-        activation_value: params.float("activationValue", METADATA, Some(0.0))?,
+        activation_value,
         group_by_node: params.bool("groupByNode", METADATA, false)?,
     })
 }
@@ -411,6 +420,14 @@ mod tests {
                     ("activationValue", "x"),
                 ],
                 "parameter \"activationValue\": \"x\" is not a number",
+            ),
+            (
+                &[
+                    ("podSelector", "app=a"),
+                    ("value", "1"),
+                    ("activationValue", "inf"),
+                ],
+                "parameter \"activationValue\": inf is not a finite number",
             ),
             (
                 &[

@@ -60,7 +60,7 @@ pub struct Metadata {
     /// except when the ScaledObject's scalingModifiers combine the triggers.
     pub target_value: f64,
     /// `activationTargetValue` (optional, default 0): the trigger is active while the value is
-    /// greater than this.
+    /// greater than this; a finite number.
     pub activation_target_value: f64,
     /// `unsafeSsl` (optional, default `false`): accept any server certificate over HTTPS.
     pub unsafe_ssl: bool,
@@ -174,6 +174,14 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         target
     };
     let activation_target_value = params.float("activationTargetValue", METADATA, Some(0.0))?;
+    if !activation_target_value.is_finite() {
+        // `NaN` or `inf` would keep the trigger inactive whatever the value.
+        return Err(ParamError::invalid(
+            "activationTargetValue",
+            format!("{activation_target_value} is not a finite number"),
+        )
+        .into());
+    }
     let unsafe_ssl = params.bool("unsafeSsl", METADATA, false)?;
     let timeout = match params.get("timeout", METADATA) {
         Some(text) => parse_timeout(text)?,
@@ -1143,6 +1151,10 @@ mod tests {
             (
                 &[("activationTargetValue", "aa")],
                 "parameter \"activationTargetValue\": \"aa\" is not a number",
+            ),
+            (
+                &[("activationTargetValue", "NaN")],
+                "parameter \"activationTargetValue\": NaN is not a finite number",
             ),
             (
                 &[("format", "csv")],
