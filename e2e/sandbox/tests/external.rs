@@ -299,3 +299,46 @@ async fn external_push_activates_on_a_new_row_without_waiting_for_the_polling_in
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_applies_when_the_external_scaler_goes_away() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("external-down").await;
+    let scaler = Arc::new(Settable::default());
+    scaler.value.store(10, Ordering::Relaxed);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(Server::from_arc(scaler.clone()).serve_on(listener, async {
+        let _ = stopped.await;
+    }));
+    cluster.apply(&ns, deployment("worker", 0)).await;
+    cluster
+        .apply(
+            &ns,
+            scaled_object(
+                "worker",
+                json!([external_trigger("external", addr, json!({}))]),
+                json!({"fallback": {"failureThreshold": 2, "replicas": 6}}),
+            ),
+        )
+        .await;
+    cluster.wait_replicas(&ns, "worker", 2, WAIT).await;
+    // The scaler goes away: its metric keeps its name in the HPA and fallback answers it.
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    cluster.wait_replicas(&ns, "worker", 6, WAIT).await;
+    cluster
+        .wait_condition(&ns, "worker", "Fallback", "True", Some("FallbackExists"))
+        .await;
+    let hpa = cluster.hpas(&ns).get("keda-hpa-worker").await.unwrap();
+    assert_eq!(
+        hpa.spec.unwrap().metrics.unwrap()[0]
+            .external
+            .as_ref()
+            .unwrap()
+            .metric
+            .name,
+        "s0-queue"
+    );
+}
