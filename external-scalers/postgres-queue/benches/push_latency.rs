@@ -20,10 +20,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keda_postgres_queue_scaler::Settings;
-use support::{
-    STEP, admin, client, config, create_queue, drop_queue, scaled_object, serve, unique,
-};
+use keda_external_scaler::testing::next_activity;
+use support::{admin, config, create_queue, drop_queue, notify_only, pending_jobs, serve, unique};
 
 const DEFAULT_TRIALS: usize = 200;
 const MIN_TRIALS: usize = 100;
@@ -54,26 +52,17 @@ async fn main() {
     let table = unique("bench_jobs");
     let channel = unique("bench");
     create_queue(&admin, &table, &channel).await;
-    let settings = Settings {
-        stream_recheck_interval: Duration::from_secs(24 * 3600),
-        ..Settings::default()
-    };
-    let server = serve(config(), settings).await;
-    let mut client = client(server.addr).await;
-    let so = scaled_object(&[
-        ("table", &table),
-        ("statusColumn", "status"),
-        ("pendingValue", "pending"),
-        ("channel", &channel),
-    ]);
-    let mut stream = client.stream_is_active(so).await.unwrap().into_inner();
+    let server = serve(config(), notify_only()).await;
+    let mut client = server.client().await;
+    let mut stream = client
+        .stream_is_active(pending_jobs(&table, &channel))
+        .await
+        .unwrap()
+        .into_inner();
     let mut next = async || {
-        tokio::time::timeout(STEP, stream.message())
+        next_activity(&mut stream, "the next stream message")
             .await
-            .expect("no stream message within the step limit")
-            .unwrap()
             .expect("the stream ended")
-            .result
     };
     assert!(!next().await, "the queue starts empty");
 
@@ -112,6 +101,6 @@ async fn main() {
         ms(latencies[latencies.len() - 1]),
     );
     drop(stream);
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     drop_queue(&admin, &table).await;
 }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keda_external_scaler::{
-    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest,
+    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest, activity_changes,
+    normalize_metric_name,
 };
 use tokio::sync::broadcast;
 
@@ -63,19 +64,11 @@ struct Trigger {
 impl Trigger {
     fn from_request(request: &ScalerRequest, settings: &Settings) -> Result<Self> {
         let query = QuerySpec::from_request(request, settings.allow_where_clause)?;
-        let target: f64 = request.parse_or("targetPendingJobs", 5.0)?;
-        if target.is_nan() || target <= 0.0 {
-            return Err(Error::invalid_metadata("`targetPendingJobs` must be > 0"));
-        }
-        let activation: f64 = request.parse_or("activationPendingJobs", 0.0)?;
-        if activation.is_nan() || activation < 0.0 {
-            return Err(Error::invalid_metadata(
-                "`activationPendingJobs` must be >= 0",
-            ));
-        }
+        let target = request.target("targetPendingJobs", 5.0)?;
+        let activation = request.activation("activationPendingJobs", 0.0)?;
         let metric_name = match request.get("metricName") {
             Some(name) if !name.is_empty() => name.to_owned(),
-            _ => default_metric_name(query.display_name()),
+            _ => normalize_metric_name(&format!("pending-jobs-{}", query.display_name())),
         };
         Ok(Self {
             query,
@@ -84,22 +77,11 @@ impl Trigger {
             metric_name,
         })
     }
-}
 
-/// `pending-jobs-<table>`, lowercased, with anything but `[a-z0-9.-]` turned into `-`.
-fn default_metric_name(table: &str) -> String {
-    let table: String = table
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("pending-jobs-{table}")
+    #[allow(clippy::cast_precision_loss, reason = "row counts are far below 2^52")]
+    fn is_active(&self, pending: i64) -> bool {
+        pending as f64 > self.activation
+    }
 }
 
 /// The channel of a trigger: metadata `channel`, else the scaler's default.
@@ -296,9 +278,7 @@ impl Scaler for PostgresQueueScaler {
     async fn is_active(&self, request: &ScalerRequest) -> Result<bool> {
         let trigger = Trigger::from_request(request, &self.inner.settings)?;
         let pending = self.inner.count(&trigger.query).await?;
-        #[allow(clippy::cast_precision_loss, reason = "row counts are far below 2^52")]
-        let active = pending as f64 > trigger.activation;
-        Ok(active)
+        Ok(trigger.is_active(pending))
     }
 
     async fn metric_specs(&self, request: &ScalerRequest) -> Result<Vec<MetricSpec>> {
@@ -343,13 +323,9 @@ impl Scaler for PostgresQueueScaler {
             channel,
             events,
             recheck,
-            last: None,
-            ended: false,
+            counted: false,
         };
-        Ok(Some(Box::pin(futures::stream::unfold(
-            state,
-            StreamState::next,
-        ))))
+        Ok(Some(activity_changes(state, StreamState::next)))
     }
 }
 
@@ -359,34 +335,20 @@ struct StreamState {
     channel: String,
     events: broadcast::Receiver<Event>,
     recheck: tokio::time::Interval,
-    last: Option<bool>,
-    ended: bool,
+    /// Whether the first count was made: each later one waits for a reason to count.
+    counted: bool,
 }
 
 impl StreamState {
+    /// The trigger's activity, counted at once the first time and then after [`wait`](Self::wait).
+    /// `None` when the listener is gone.
     async fn next(mut self) -> Option<(Result<bool>, Self)> {
-        if self.ended {
-            return None;
+        if self.counted {
+            self.wait().await?;
         }
-        loop {
-            if self.last.is_some() {
-                self.wait().await?;
-            }
-            match self.inner.count(&self.trigger.query).await {
-                Ok(pending) => {
-                    #[allow(clippy::cast_precision_loss, reason = "row counts are far below 2^52")]
-                    let active = pending as f64 > self.trigger.activation;
-                    if self.last != Some(active) {
-                        self.last = Some(active);
-                        return Some((Ok(active), self));
-                    }
-                }
-                Err(error) => {
-                    self.ended = true;
-                    return Some((Err(error), self));
-                }
-            }
-        }
+        self.counted = true;
+        let pending = self.inner.count(&self.trigger.query).await;
+        Some((pending.map(|pending| self.trigger.is_active(pending)), self))
     }
 
     /// Waits for a reason to count again. `None` when the listener is gone.
@@ -416,14 +378,7 @@ mod tests {
     use super::*;
 
     fn request(pairs: &[(&str, &str)]) -> ScalerRequest {
-        ScalerRequest {
-            name: "w".into(),
-            namespace: "ns".into(),
-            metadata: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        ScalerRequest::from_pairs("w", "ns", pairs)
     }
 
     #[test]

@@ -177,14 +177,7 @@ mod tests {
     use super::*;
 
     fn request(pairs: &[(&str, &str)]) -> ScalerRequest {
-        ScalerRequest {
-            name: "w".into(),
-            namespace: "ns".into(),
-            metadata: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        ScalerRequest::from_pairs("w", "ns", pairs)
     }
 
     #[test]

@@ -1,61 +1,18 @@
 //! The PostgreSQL queue scaler against the machine's real PostgreSQL (or
 //! `KEDA_TEST_POSTGRES_URL`), through its gRPC API. Each test works on tables of its own.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::float_cmp,
-    reason = "a test fails by panicking; the floats compared are exact"
-)]
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod support;
 
-use std::time::Duration;
-
-use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
-use keda_external_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use keda_external_scaler::proto::GetMetricsRequest;
+use keda_external_scaler::testing::{is_active, metric_specs, metric_value, next_activity};
 use keda_postgres_queue_scaler::Settings;
 use support::{
-    STEP, admin, client as connect_client, config, create_queue, drop_queue, scaled_object, serve,
+    admin, config, create_queue, drop_queue, notify_only, pending_jobs, scaled_object, serve,
     unique,
 };
 use tonic::Code;
-use tonic::transport::Channel;
-
-async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
-}
-
-async fn value(
-    client: &mut ExternalScalerClient<Channel>,
-    so: &ScaledObjectRef,
-    metric: &str,
-) -> (i64, f64) {
-    let answer = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so.clone()),
-            metric_name: metric.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(answer.metric_values.len(), 1);
-    let v = &answer.metric_values[0];
-    assert_eq!(v.metric_name, metric);
-    (v.metric_value, v.metric_value_float)
-}
-
-async fn active(client: &mut ExternalScalerClient<Channel>, so: &ScaledObjectRef) -> bool {
-    client
-        .is_active(so.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-}
 
 #[tokio::test]
 async fn counts_pending_rows_and_crosses_the_activation_threshold() {
@@ -69,7 +26,7 @@ async fn counts_pending_rows_and_crosses_the_activation_threshold() {
         .await
         .unwrap();
     let server = serve(config(), Settings::default()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
     let so = scaled_object(&[
         ("scalerAddress", "ignored:9090"),
         ("table", &table),
@@ -79,25 +36,15 @@ async fn counts_pending_rows_and_crosses_the_activation_threshold() {
         ("activationPendingJobs", "3"),
     ]);
 
-    let specs = client
-        .get_metric_spec(so.clone())
-        .await
-        .unwrap()
-        .into_inner();
     let metric = format!("pending-jobs-{}", table.replace('_', "-"));
-    assert_eq!(specs.metric_specs.len(), 1);
-    assert_eq!(specs.metric_specs[0].metric_name, metric);
     assert_eq!(
-        (
-            specs.metric_specs[0].target_size,
-            specs.metric_specs[0].target_size_float
-        ),
-        (2, 2.0)
+        metric_specs(&mut client, &so).await,
+        [(metric.clone(), 2, 2.0)]
     );
 
-    assert_eq!(value(&mut client, &so, &metric).await, (3, 3.0));
+    assert_eq!(metric_value(&mut client, &so, &metric).await, (3, 3.0));
     assert!(
-        !active(&mut client, &so).await,
+        !is_active(&mut client, &so).await,
         "3 pending is not above the activation of 3"
     );
 
@@ -107,24 +54,24 @@ async fn counts_pending_rows_and_crosses_the_activation_threshold() {
         ))
         .await
         .unwrap();
-    assert_eq!(value(&mut client, &so, &metric).await, (4, 4.0));
+    assert_eq!(metric_value(&mut client, &so, &metric).await, (4, 4.0));
     assert!(
-        active(&mut client, &so).await,
+        is_active(&mut client, &so).await,
         "4 pending is above the activation of 3"
     );
 
     // Without a filter every row counts; with the default activation (0) any row activates.
     let all = scaled_object(&[("table", &table), ("metricName", "all-jobs")]);
-    assert_eq!(value(&mut client, &all, "all-jobs").await, (6, 6.0));
-    assert!(active(&mut client, &all).await);
+    assert_eq!(metric_value(&mut client, &all, "all-jobs").await, (6, 6.0));
+    assert!(is_active(&mut client, &all).await);
     admin
         .batch_execute(&format!(r#"DELETE FROM "{table}""#))
         .await
         .unwrap();
-    assert_eq!(value(&mut client, &all, "all-jobs").await, (0, 0.0));
-    assert!(!active(&mut client, &all).await);
+    assert_eq!(metric_value(&mut client, &all, "all-jobs").await, (0, 0.0));
+    assert!(!is_active(&mut client, &all).await);
 
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     drop_queue(&admin, &table).await;
 }
 
@@ -146,7 +93,7 @@ async fn status_columns_of_other_types_compare_through_a_cast() {
         .await
         .unwrap();
     let server = serve(config(), Settings::default()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
     for (column, pending, expected) in [
         ("state", "queued", 2),
         ("priority", "2", 2),
@@ -159,7 +106,7 @@ async fn status_columns_of_other_types_compare_through_a_cast() {
             ("metricName", "m"),
         ]);
         assert_eq!(
-            value(&mut client, &so, "m").await,
+            metric_value(&mut client, &so, "m").await,
             (expected, f64::from(u32::try_from(expected).unwrap())),
             "{column} = {pending}"
         );
@@ -173,7 +120,7 @@ async fn status_columns_of_other_types_compare_through_a_cast() {
     let status = client.is_active(so).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     admin
         .batch_execute(&format!(r#"DROP TABLE "{table}"; DROP TYPE "{state}";"#))
         .await
@@ -201,7 +148,7 @@ async fn names_and_values_from_metadata_are_never_sql() {
         .await
         .unwrap();
     let server = serve(config(), Settings::default()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
 
     // A table name that tries to end the statement names a table that does not exist.
     let injected = scaled_object(&[("table", &format!("x\"; DROP TABLE \"{victim}\"; --"))]);
@@ -215,7 +162,7 @@ async fn names_and_values_from_metadata_are_never_sql() {
         ("pendingValue", "x' OR '1'='1"),
         ("metricName", "m"),
     ]);
-    assert_eq!(value(&mut client, &widened, "m").await, (0, 0.0));
+    assert_eq!(metric_value(&mut client, &widened, "m").await, (0, 0.0));
     let count: i64 = admin
         .query_one(&format!(r#"SELECT count(*) FROM "{victim}""#), &[])
         .await
@@ -231,9 +178,9 @@ async fn names_and_values_from_metadata_are_never_sql() {
         ("pendingValue", "it's pending"),
         ("metricName", "m"),
     ]);
-    assert_eq!(value(&mut client, &odd_so, "m").await, (1, 1.0));
+    assert_eq!(metric_value(&mut client, &odd_so, "m").await, (1, 1.0));
 
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     admin
         .batch_execute(&format!(
             r#"DROP TABLE "{victim}"; DROP SCHEMA "{schema}" CASCADE;"#
@@ -266,7 +213,8 @@ async fn where_clauses_need_the_flag_and_run_read_only() {
     ]);
 
     let strict = serve(config(), Settings::default()).await;
-    let status = connect_client(strict.addr)
+    let status = strict
+        .client()
         .await
         .get_metric_spec(so.clone())
         .await
@@ -276,15 +224,15 @@ async fn where_clauses_need_the_flag_and_run_read_only() {
         status.message().contains("--allow-where-clause"),
         "{status:?}"
     );
-    strict.shutdown().await;
+    strict.shutdown().await.unwrap();
 
     let settings = Settings {
         allow_where_clause: true,
         ..Settings::default()
     };
     let lenient = serve(config(), settings).await;
-    let mut client = connect_client(lenient.addr).await;
-    assert_eq!(value(&mut client, &so, "m").await, (1, 1.0));
+    let mut client = lenient.client().await;
+    assert_eq!(metric_value(&mut client, &so, "m").await, (1, 1.0));
     // The session is read-only: a clause that writes fails, and nothing was written.
     let writing = scaled_object(&[
         ("table", &table),
@@ -301,7 +249,7 @@ async fn where_clauses_need_the_flag_and_run_read_only() {
         (row.get(0),)
     };
     assert!(!called, "the sequence was advanced");
-    lenient.shutdown().await;
+    lenient.shutdown().await.unwrap();
     admin
         .batch_execute(&format!(
             r#"DROP TABLE "{table}"; DROP SEQUENCE "{sequence}";"#
@@ -314,14 +262,14 @@ async fn where_clauses_need_the_flag_and_run_read_only() {
 async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_database() {
     let admin = admin().await;
     let server = serve(config(), Settings::default()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
     let missing = scaled_object(&[("table", &unique("missing"))]);
     let status = client.is_active(missing).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let no_table = scaled_object(&[]);
     let status = client.get_metric_spec(no_table).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     drop(admin);
 
     // A port nothing listens on (bound, then released).
@@ -334,7 +282,7 @@ async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_dat
             .parse()
             .unwrap();
     let server = serve(down, Settings::default()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
     let so = scaled_object(&[("table", "jobs")]);
     let status = client.is_active(so.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -346,16 +294,7 @@ async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_dat
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    server.shutdown().await;
-}
-
-/// Settings whose streams re-count only on notifications: every change seen below was pushed by
-/// a NOTIFY (or a reconnection), not found by a periodic re-check.
-fn notify_only() -> Settings {
-    Settings {
-        stream_recheck_interval: Duration::from_secs(24 * 3600),
-        ..Settings::default()
-    }
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -365,25 +304,25 @@ async fn an_insert_pushes_activation_through_notify() {
     let channel = unique("chan");
     create_queue(&admin, &table, &channel).await;
     let server = serve(config(), notify_only()).await;
-    let mut client = connect_client(server.addr).await;
-    let so = scaled_object(&[
-        ("table", &table),
-        ("statusColumn", "status"),
-        ("pendingValue", "pending"),
-        ("channel", &channel),
-    ]);
-    let mut stream = client.stream_is_active(so).await.unwrap().into_inner();
-    let first = within("the first message", stream.message()).await.unwrap();
-    assert_eq!(first.map(|m| m.result), Some(false));
+    let mut client = server.client().await;
+    let mut stream = client
+        .stream_is_active(pending_jobs(&table, &channel))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_activity(&mut stream, "the first message").await,
+        Some(false)
+    );
 
     admin
         .batch_execute(&format!(r#"INSERT INTO "{table}" DEFAULT VALUES"#))
         .await
         .unwrap();
-    let pushed = within("the pushed activation", stream.message())
-        .await
-        .unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "the pushed activation").await,
+        Some(true)
+    );
 
     // Rows that are not pending change nothing; the last pending one finishing deactivates.
     admin
@@ -392,26 +331,26 @@ async fn an_insert_pushes_activation_through_notify() {
         ))
         .await
         .unwrap();
-    let pushed = within("the pushed deactivation", stream.message())
-        .await
-        .unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the pushed deactivation").await,
+        Some(false)
+    );
 
     admin
         .batch_execute(&format!(r#"INSERT INTO "{table}" DEFAULT VALUES"#))
         .await
         .unwrap();
-    let pushed = within("the second activation", stream.message())
-        .await
-        .unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "the second activation").await,
+        Some(true)
+    );
 
     // Graceful shutdown ends the stream cleanly.
-    server.shutdown().await;
-    let end = within("the end of the stream", stream.message())
-        .await
-        .unwrap();
-    assert!(end.is_none(), "{end:?}");
+    server.shutdown().await.unwrap();
+    assert_eq!(
+        next_activity(&mut stream, "the end of the stream").await,
+        None
+    );
     drop_queue(&admin, &table).await;
 }
 
@@ -425,15 +364,17 @@ async fn streams_recover_when_the_scalers_connections_are_terminated() {
     let mut scaler_config = config();
     scaler_config.application_name(&application);
     let server = serve(scaler_config, notify_only()).await;
-    let mut client = connect_client(server.addr).await;
+    let mut client = server.client().await;
     let so = scaled_object(&[("table", &table), ("channel", &channel)]);
     let mut stream = client
         .stream_is_active(so.clone())
         .await
         .unwrap()
         .into_inner();
-    let first = within("the first message", stream.message()).await.unwrap();
-    assert_eq!(first.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the first message").await,
+        Some(false)
+    );
 
     // Kill every backend of this scaler (its LISTEN connection and its pooled ones).
     let terminated: i64 = admin
@@ -456,13 +397,13 @@ async fn streams_recover_when_the_scalers_connections_are_terminated() {
         .batch_execute(&format!(r#"INSERT INTO "{table}" DEFAULT VALUES"#))
         .await
         .unwrap();
-    let pushed = within("activation after the reconnection", stream.message())
-        .await
-        .unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "activation after the reconnection").await,
+        Some(true)
+    );
     // Polling calls work again too.
-    assert!(active(&mut client, &so).await);
+    assert!(is_active(&mut client, &so).await);
 
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     drop_queue(&admin, &table).await;
 }

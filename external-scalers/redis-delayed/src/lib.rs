@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keda_external_scaler::{
-    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest,
+    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest, activity_changes,
+    normalize_metric_name,
 };
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
@@ -97,17 +98,11 @@ impl Trigger {
                 )));
             }
         };
-        let target: f64 = request.parse_or("targetDueJobs", 5.0)?;
-        if target.is_nan() || target <= 0.0 {
-            return Err(Error::invalid_metadata("`targetDueJobs` must be > 0"));
-        }
-        let activation: f64 = request.parse_or("activationDueJobs", 0.0)?;
-        if activation.is_nan() || activation < 0.0 {
-            return Err(Error::invalid_metadata("`activationDueJobs` must be >= 0"));
-        }
+        let target = request.target("targetDueJobs", 5.0)?;
+        let activation = request.activation("activationDueJobs", 0.0)?;
         let metric_name = match request.get("metricName") {
             Some(name) if !name.is_empty() => name.to_owned(),
-            _ => default_metric_name(&key),
+            _ => normalize_metric_name(&format!("due-jobs-{key}")),
         };
         Ok(Self {
             key,
@@ -122,22 +117,6 @@ impl Trigger {
     fn is_active(&self, due: i64) -> bool {
         due as f64 > self.activation
     }
-}
-
-/// `due-jobs-<key>`, lowercased, with anything but `[a-z0-9.-]` turned into `-`.
-fn default_metric_name(key: &str) -> String {
-    let key: String = key
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    format!("due-jobs-{key}")
 }
 
 /// What one check found.
@@ -320,57 +299,38 @@ impl Scaler for RedisDelayedScaler {
         let state = StreamState {
             inner: Arc::clone(&self.inner),
             trigger,
-            last: None,
             wait: None,
-            ended: false,
         };
-        Ok(Some(Box::pin(futures::stream::unfold(
-            state,
-            StreamState::next,
-        ))))
+        Ok(Some(activity_changes(state, StreamState::next)))
     }
 }
 
 struct StreamState {
     inner: Arc<Inner>,
     trigger: Trigger,
-    last: Option<bool>,
     /// How long to wait before the next check (`None` before the first).
     wait: Option<Duration>,
-    ended: bool,
 }
 
 /// Margin added to the wait for the next due job, so the check lands after it is due.
 const DUE_MARGIN: Duration = Duration::from_millis(2);
 
 impl StreamState {
+    /// The trigger's activity, checked at once the first time, then when the next delayed job
+    /// falls due or after the poll interval, whichever comes first.
     async fn next(mut self) -> Option<(Result<bool>, Self)> {
-        if self.ended {
-            return None;
+        if let Some(wait) = self.wait {
+            tokio::time::sleep(wait).await;
         }
-        loop {
-            if let Some(wait) = self.wait {
-                tokio::time::sleep(wait).await;
-            }
-            match self.inner.check(&self.trigger).await {
-                Ok(due) => {
-                    let poll = self.inner.settings.poll_interval;
-                    self.wait = Some(
-                        due.next_in
-                            .map_or(poll, |next| (next + DUE_MARGIN).min(poll)),
-                    );
-                    let active = self.trigger.is_active(due.due);
-                    if self.last != Some(active) {
-                        self.last = Some(active);
-                        return Some((Ok(active), self));
-                    }
-                }
-                Err(error) => {
-                    self.ended = true;
-                    return Some((Err(error), self));
-                }
-            }
-        }
+        let active = self.inner.check(&self.trigger).await.map(|due| {
+            let poll = self.inner.settings.poll_interval;
+            self.wait = Some(
+                due.next_in
+                    .map_or(poll, |next| (next + DUE_MARGIN).min(poll)),
+            );
+            self.trigger.is_active(due.due)
+        });
+        Some((active, self))
     }
 }
 
@@ -380,14 +340,7 @@ mod tests {
     use super::*;
 
     fn request(pairs: &[(&str, &str)]) -> ScalerRequest {
-        ScalerRequest {
-            name: "w".into(),
-            namespace: "ns".into(),
-            metadata: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        ScalerRequest::from_pairs("w", "ns", pairs)
     }
 
     #[test]

@@ -4,33 +4,31 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic,
-    clippy::float_cmp,
-    reason = "a test fails by panicking; the floats compared are exact"
+    reason = "a test fails by panicking"
 )]
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use keda_external_scaler::Server;
+use keda_external_scaler::proto::ScaledObjectRef;
 use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
-use keda_external_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use keda_external_scaler::testing::{
+    STEP, TestServer, TestService, is_active, metric_specs, metric_value, next_activity,
+    unique_name, within,
+};
+use keda_external_scaler::{ScalerRequest, Server};
 use keda_redis_delayed_scaler::{RedisDelayedScaler, Settings};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::oneshot;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// The longest any single step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
-
-fn redis_url() -> (String, bool) {
-    match std::env::var("KEDA_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => (url, true),
-        _ => ("redis://127.0.0.1:6379/".to_owned(), false),
-    }
+/// Where the tests find Redis: `KEDA_TEST_REDIS_URL`, else the machine's server, which
+/// `external-scalers/scripts/ensure-test-services` starts when it is down.
+fn redis_service() -> TestService {
+    TestService::new("Redis", "KEDA_TEST_REDIS_URL", "redis://127.0.0.1:6379/").start_with(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-test-services"),
+        ["redis"],
+    )
 }
 
 async fn try_connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
@@ -47,44 +45,13 @@ async fn try_connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     Ok(connection)
 }
 
-/// A connection for the test's own commands. When the default server is down, starts it with
-/// `external-scalers/scripts/ensure-test-services` and tries again.
+/// A connection for the test's own commands.
 async fn admin() -> MultiplexedConnection {
-    let (url, overridden) = redis_url();
-    match try_connect(&url).await {
-        Ok(connection) => connection,
-        Err(first) if !overridden => {
-            eprintln!("Redis at {url} is not reachable ({first}); starting it");
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-test-services");
-            let status = std::process::Command::new(&script)
-                .arg("redis")
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                status.success(),
-                "Redis is down and {} could not start it (see above)",
-                script.display()
-            );
-            try_connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("Redis at {url} still unreachable: {e}"))
-        }
-        Err(error) => panic!("Redis at KEDA_TEST_REDIS_URL={url} is unreachable: {error}"),
-    }
+    redis_service().connect(try_connect).await
 }
 
 fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "keda-rs-test:{prefix}:{}:{}:{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name(&format!("keda-rs-test:{prefix}"), ':')
 }
 
 /// The Redis server's clock, in seconds since the epoch.
@@ -107,71 +74,15 @@ async fn del(admin: &mut MultiplexedConnection, key: &str) {
     let _: i64 = redis::cmd("DEL").arg(key).query_async(admin).await.unwrap();
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), keda_external_scaler::ServeError>>,
-}
-
-impl Running {
-    async fn shutdown(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn serve(url: &str, settings: Settings) -> (Running, ExternalScalerClient<Channel>) {
-    let scaler = RedisDelayedScaler::new(url, settings).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(Server::new(scaler).serve_on(listener, async move {
-        let _ = stopped.await;
-    }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (Running { stop, task }, ExternalScalerClient::new(channel))
+async fn serve(url: &str, settings: Settings) -> (TestServer, ExternalScalerClient<Channel>) {
+    let server =
+        TestServer::start(Server::new(RedisDelayedScaler::new(url, settings).unwrap())).await;
+    let client = server.client().await;
+    (server, client)
 }
 
 fn scaled_object(metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: "mailer".to_owned(),
-        namespace: "jobs".to_owned(),
-        scaler_metadata: metadata
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-    }
-}
-
-async fn value(
-    client: &mut ExternalScalerClient<Channel>,
-    so: &ScaledObjectRef,
-    metric: &str,
-) -> (i64, f64) {
-    let answer = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so.clone()),
-            metric_name: metric.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(answer.metric_values.len(), 1);
-    let v = &answer.metric_values[0];
-    (v.metric_value, v.metric_value_float)
-}
-
-async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
+    ScalerRequest::from_pairs("mailer", "jobs", metadata).into()
 }
 
 #[tokio::test]
@@ -182,7 +93,7 @@ async fn counts_members_due_by_the_servers_clock_and_crosses_the_activation_thre
     zadd(&mut admin, &key, now - 3600.0, "old").await;
     zadd(&mut admin, &key, now - 1.0, "recent").await;
     zadd(&mut admin, &key, now + 3600.0, "later").await;
-    let (server, mut client) = serve(&redis_url().0, Settings::default()).await;
+    let (server, mut client) = serve(redis_service().url(), Settings::default()).await;
     let so = scaled_object(&[
         ("scalerAddress", "ignored:9090"),
         ("key", &key),
@@ -191,37 +102,16 @@ async fn counts_members_due_by_the_servers_clock_and_crosses_the_activation_thre
         ("metricName", "due"),
     ]);
 
-    let specs = client
-        .get_metric_spec(so.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let specs: Vec<_> = specs
-        .metric_specs
-        .iter()
-        .map(|s| (s.metric_name.as_str(), s.target_size, s.target_size_float))
-        .collect();
-    assert_eq!(specs, [("due", 4, 4.0)]);
-    assert_eq!(value(&mut client, &so, "due").await, (2, 2.0));
-    assert!(
-        !client
-            .is_active(so.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .result
+    assert_eq!(
+        metric_specs(&mut client, &so).await,
+        [("due".to_owned(), 4, 4.0)]
     );
+    assert_eq!(metric_value(&mut client, &so, "due").await, (2, 2.0));
+    assert!(!is_active(&mut client, &so).await);
 
     zadd(&mut admin, &key, now - 5.0, "another").await;
-    assert_eq!(value(&mut client, &so, "due").await, (3, 3.0));
-    assert!(
-        client
-            .is_active(so.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-    );
+    assert_eq!(metric_value(&mut client, &so, "due").await, (3, 3.0));
+    assert!(is_active(&mut client, &so).await);
 
     // Scores in milliseconds.
     let ms_key = unique("schedule-ms");
@@ -229,14 +119,14 @@ async fn counts_members_due_by_the_servers_clock_and_crosses_the_activation_thre
     zadd(&mut admin, &ms_key, (now + 3600.0) * 1000.0, "b").await;
     let ms = scaled_object(&[("key", &ms_key), ("scoreUnit", "milliseconds")]);
     let metric = format!("due-jobs-{}", ms_key.replace(':', "-"));
-    assert_eq!(value(&mut client, &ms, &metric).await, (1, 1.0));
+    assert_eq!(metric_value(&mut client, &ms, &metric).await, (1, 1.0));
 
     // A missing key is an empty set.
     let missing = scaled_object(&[("key", &unique("missing")), ("metricName", "m")]);
-    assert_eq!(value(&mut client, &missing, "m").await, (0, 0.0));
-    assert!(!client.is_active(missing).await.unwrap().into_inner().result);
+    assert_eq!(metric_value(&mut client, &missing, "m").await, (0, 0.0));
+    assert!(!is_active(&mut client, &missing).await);
 
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     del(&mut admin, &key).await;
     del(&mut admin, &ms_key).await;
 }
@@ -255,7 +145,7 @@ async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_ser
         allowed_key_prefix: "keda-rs-test:".to_owned(),
         ..Settings::default()
     };
-    let (server, mut client) = serve(&redis_url().0, fenced).await;
+    let (server, mut client) = serve(redis_service().url(), fenced).await;
     let status = client
         .is_active(scaled_object(&[("key", &key)]))
         .await
@@ -272,7 +162,7 @@ async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_ser
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
     del(&mut admin, &key).await;
 
     let port = {
@@ -303,7 +193,7 @@ async fn errors_are_invalid_argument_for_metadata_and_unavailable_for_a_down_ser
         Err(status) => status,
     };
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -314,7 +204,7 @@ async fn a_delayed_job_pushes_activation_when_it_falls_due() {
         poll_interval: Duration::from_secs(3600),
         ..Settings::default()
     };
-    let (server, mut client) = serve(&redis_url().0, settings).await;
+    let (server, mut client) = serve(redis_service().url(), settings).await;
     // The job must still be in the future when the stream first checks; if this machine was too
     // slow for that, try again with a longer delay.
     let mut delays = [1.0, 4.0, 10.0].into_iter();
@@ -330,18 +220,15 @@ async fn a_delayed_job_pushes_activation_when_it_falls_due() {
             .await
             .unwrap()
             .into_inner();
-        let first = within("the first message", stream.message())
-            .await
-            .unwrap()
-            .unwrap();
-        if first.result {
+        let first = next_activity(&mut stream, "the first message").await;
+        if first.expect("the stream ended") {
             del(&mut admin, &key).await;
             continue;
         }
-        let pushed = within("the activation when the job fell due", stream.message())
-            .await
-            .unwrap();
-        assert_eq!(pushed.map(|m| m.result), Some(true));
+        assert_eq!(
+            next_activity(&mut stream, "the activation when the job fell due").await,
+            Some(true)
+        );
         assert!(
             server_now(&mut admin).await >= now + delay,
             "activated before the job was due"
@@ -349,7 +236,7 @@ async fn a_delayed_job_pushes_activation_when_it_falls_due() {
         del(&mut admin, &key).await;
         break;
     }
-    server.shutdown().await;
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -359,32 +246,38 @@ async fn jobs_added_already_due_are_pushed_by_polling_and_shutdown_ends_the_stre
         poll_interval: Duration::from_millis(50),
         ..Settings::default()
     };
-    let (server, mut client) = serve(&redis_url().0, settings).await;
+    let (server, mut client) = serve(redis_service().url(), settings).await;
     let key = unique("immediate");
     let mut stream = client
         .stream_is_active(scaled_object(&[("key", &key)]))
         .await
         .unwrap()
         .into_inner();
-    let first = within("the first message", stream.message()).await.unwrap();
-    assert_eq!(first.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the first message").await,
+        Some(false)
+    );
     let now = server_now(&mut admin).await;
     zadd(&mut admin, &key, now - 1.0, "due-now").await;
-    let pushed = within("the activation", stream.message()).await.unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "the activation").await,
+        Some(true)
+    );
     let _: i64 = redis::cmd("ZREM")
         .arg(&key)
         .arg("due-now")
         .query_async(&mut admin)
         .await
         .unwrap();
-    let pushed = within("the deactivation", stream.message()).await.unwrap();
-    assert_eq!(pushed.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the deactivation").await,
+        Some(false)
+    );
 
-    server.shutdown().await;
-    let end = within("the end of the stream", stream.message())
-        .await
-        .unwrap();
-    assert!(end.is_none(), "{end:?}");
+    server.shutdown().await.unwrap();
+    assert_eq!(
+        next_activity(&mut stream, "the end of the stream").await,
+        None
+    );
     del(&mut admin, &key).await;
 }

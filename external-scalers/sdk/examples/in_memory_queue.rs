@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use keda_external_scaler::{
     BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest, Server,
-    shutdown_signal,
+    activity_changes, shutdown_signal,
 };
 use tokio::sync::watch;
 
@@ -64,19 +64,12 @@ impl Scaler for QueueScaler {
     ) -> Result<Option<BoxStream<Result<bool>>>> {
         let mut changes = self.length.subscribe();
         changes.mark_changed();
-        let stream: BoxStream<Result<bool>> = Box::pin(futures::stream::unfold(
-            (changes, None),
-            |(mut changes, last): (watch::Receiver<u32>, Option<bool>)| async move {
-                loop {
-                    changes.changed().await.ok()?;
-                    let active = *changes.borrow_and_update() > 0;
-                    if last != Some(active) {
-                        return Some((Ok(active), (changes, Some(active))));
-                    }
-                }
-            },
-        ));
-        Ok(Some(stream))
+        // `activity_changes` sends the first answer, then only the answers that differ.
+        Ok(Some(activity_changes(changes, |mut changes| async move {
+            changes.changed().await.ok()?;
+            let active = *changes.borrow_and_update() > 0;
+            Some((Ok(active), changes))
+        })))
     }
 }
 

@@ -19,17 +19,27 @@
 //! `INVALID_ARGUMENT`, source down → `UNAVAILABLE`, unknown metric → `NOT_FOUND`, anything else
 //! → `INTERNAL`.
 //!
+//! Optional modules: `cli` (feature `cli`) for a scaler's command line, `testing` (feature
+//! `testing`) for its integration tests.
+//!
 //! See the crate's `README.md` for a complete example.
 //!
 //! [KEDA]: https://keda.sh
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 mod scaler;
 mod server;
 mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
-pub use scaler::{BoxStream, MetricSpec, MetricValue, Scaler, ScalerRequest};
+pub use scaler::{
+    BoxStream, MetricSpec, MetricValue, Scaler, ScalerRequest, activity_changes,
+    normalize_metric_name,
+};
 pub use server::{
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_STREAM_POLL_INTERVAL, ServeError, Server, shutdown_signal,
 };

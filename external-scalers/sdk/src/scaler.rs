@@ -13,6 +13,63 @@ use crate::error::{Error, Result};
 /// A boxed stream of activity changes, as returned by [`Scaler::activity_stream`].
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
 
+/// Builds an activity stream (what [`Scaler::activity_stream`] returns) from successive checks:
+/// it sends the first answer, then each answer that differs from the last one sent; an `Err` is
+/// sent and ends the stream.
+///
+/// `check` works like the closure of [`futures::stream::unfold`]: it gets the state, waits for
+/// whatever should prompt the next check (a timer, a notification; usually nothing before the
+/// first), checks, and returns the answer with the state, or `None` to end the stream.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use keda_external_scaler::{BoxStream, Result, activity_changes};
+/// # async fn queue_length() -> Result<u64> { Ok(0) }
+/// /// Checks the queue every second; sends `true` as soon as it is not empty.
+/// fn stream() -> BoxStream<Result<bool>> {
+///     activity_changes(None, |last: Option<tokio::time::Instant>| async move {
+///         if let Some(last) = last {
+///             tokio::time::sleep_until(last + Duration::from_secs(1)).await;
+///         }
+///         let active = queue_length().await.map(|length| length > 0);
+///         Some((active, Some(tokio::time::Instant::now())))
+///     })
+/// }
+/// ```
+pub fn activity_changes<T, F, Fut>(state: T, check: F) -> BoxStream<Result<bool>>
+where
+    T: Send + 'static,
+    F: FnMut(T) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<(Result<bool>, T)>> + Send + 'static,
+{
+    struct Changes<T, F> {
+        /// `None` once the stream has ended.
+        state: Option<T>,
+        check: F,
+        last: Option<bool>,
+    }
+    let changes = Changes {
+        state: Some(state),
+        check,
+        last: None,
+    };
+    Box::pin(futures::stream::unfold(changes, |mut changes| async move {
+        loop {
+            let state = changes.state.take()?;
+            let (answer, state) = (changes.check)(state).await?;
+            match answer {
+                Ok(active) if changes.last == Some(active) => changes.state = Some(state),
+                Ok(active) => {
+                    changes.last = Some(active);
+                    changes.state = Some(state);
+                    return Some((Ok(active), changes));
+                }
+                Err(error) => return Some((Err(error), changes)),
+            }
+        }
+    }))
+}
+
 /// Who is asking and with which trigger metadata: the content of KEDA's `ScaledObjectRef`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScalerRequest {
@@ -26,6 +83,31 @@ pub struct ScalerRequest {
 }
 
 impl ScalerRequest {
+    /// A request for the ScaledObject `name` in `namespace` with the trigger metadata `pairs`,
+    /// as KEDA would send it. Handy in tests of a scaler: call its methods directly with it, or
+    /// turn it into the [`ScaledObjectRef`](crate::proto::ScaledObjectRef) of a gRPC call with
+    /// `.into()`.
+    ///
+    /// ```
+    /// # use keda_external_scaler::ScalerRequest;
+    /// let request = ScalerRequest::from_pairs("worker", "jobs", &[("queue", "mail")]);
+    /// assert_eq!(request.required("queue").unwrap(), "mail");
+    /// ```
+    pub fn from_pairs(
+        name: impl Into<String>,
+        namespace: impl Into<String>,
+        pairs: &[(&str, &str)],
+    ) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            metadata: pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+
     /// The metadata value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).map(String::as_str)
@@ -56,6 +138,50 @@ impl ScalerRequest {
             }),
         }
     }
+
+    /// A metric target (the value per replica the HPA aims for) from the metadata value of
+    /// `key`, or `default` when the key is missing or empty. It must be a number greater than 0;
+    /// anything else is an [`invalid_metadata`](Error::invalid_metadata) error naming the key.
+    pub fn target(&self, key: &str, default: f64) -> Result<f64> {
+        let target: f64 = self.parse_or(key, default)?;
+        if target.is_nan() || target <= 0.0 {
+            return Err(Error::invalid_metadata(format!("`{key}` must be > 0")));
+        }
+        Ok(target)
+    }
+
+    /// An activation threshold (the workload is active when the metric is above it) from the
+    /// metadata value of `key`, or `default` when the key is missing or empty. It must be a
+    /// number of at least 0; anything else is an [`invalid_metadata`](Error::invalid_metadata)
+    /// error naming the key.
+    pub fn activation(&self, key: &str, default: f64) -> Result<f64> {
+        let activation: f64 = self.parse_or(key, default)?;
+        if activation.is_nan() || activation < 0.0 {
+            return Err(Error::invalid_metadata(format!("`{key}` must be >= 0")));
+        }
+        Ok(activation)
+    }
+}
+
+/// `text` made fit for a metric name: lowercased, with every character but ASCII letters,
+/// digits, `.` and `-` turned into `-`. For metric names made from what the trigger names (a
+/// queue, a table, a key), which may hold characters a metric name cannot.
+///
+/// ```
+/// # use keda_external_scaler::normalize_metric_name;
+/// assert_eq!(normalize_metric_name("queue-Orders:EU_1"), "queue-orders-eu-1");
+/// ```
+pub fn normalize_metric_name(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 impl From<pb::ScaledObjectRef> for ScalerRequest {
@@ -64,6 +190,16 @@ impl From<pb::ScaledObjectRef> for ScalerRequest {
             name: r.name,
             namespace: r.namespace,
             metadata: r.scaler_metadata,
+        }
+    }
+}
+
+impl From<ScalerRequest> for pb::ScaledObjectRef {
+    fn from(r: ScalerRequest) -> Self {
+        Self {
+            name: r.name,
+            namespace: r.namespace,
+            scaler_metadata: r.metadata,
         }
     }
 }
@@ -198,20 +334,10 @@ impl From<MetricValue> for pb::MetricValue {
 mod tests {
     use super::*;
 
-    fn request(pairs: &[(&str, &str)]) -> ScalerRequest {
-        ScalerRequest {
-            name: "so".into(),
-            namespace: "ns".into(),
-            metadata: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
-    }
-
     #[test]
     fn metadata_helpers_report_the_key_that_is_wrong() {
-        let r = request(&[("target", "7"), ("bad", "x"), ("empty", "")]);
+        let r =
+            ScalerRequest::from_pairs("so", "ns", &[("target", "7"), ("bad", "x"), ("empty", "")]);
         assert_eq!(r.required("target").unwrap(), "7");
         let missing = r.required("queue").unwrap_err();
         assert_eq!(missing.kind(), crate::ErrorKind::InvalidMetadata);
@@ -223,6 +349,82 @@ mod tests {
         let bad = r.parse_or("bad", 5_u32).unwrap_err();
         assert_eq!(bad.kind(), crate::ErrorKind::InvalidMetadata);
         assert!(bad.message().contains("`bad`"), "{bad}");
+    }
+
+    #[test]
+    #[allow(clippy::float_cmp, reason = "the floats compared are exact")]
+    fn targets_are_above_0_and_activations_at_least_0() {
+        let r = ScalerRequest::from_pairs(
+            "so",
+            "ns",
+            &[
+                ("zero", "0"),
+                ("negative", "-1"),
+                ("nan", "NaN"),
+                ("half", "0.5"),
+            ],
+        );
+        assert_eq!(r.target("half", 5.0).unwrap(), 0.5);
+        assert_eq!(r.target("absent", 5.0).unwrap(), 5.0);
+        for key in ["zero", "negative", "nan"] {
+            let error = r.target(key, 5.0).unwrap_err();
+            assert_eq!(error.kind(), crate::ErrorKind::InvalidMetadata);
+            assert_eq!(error.message(), format!("`{key}` must be > 0"));
+        }
+        assert_eq!(r.activation("zero", 1.0).unwrap(), 0.0);
+        assert_eq!(r.activation("absent", 0.0).unwrap(), 0.0);
+        for key in ["negative", "nan"] {
+            let error = r.activation(key, 0.0).unwrap_err();
+            assert_eq!(error.message(), format!("`{key}` must be >= 0"));
+        }
+    }
+
+    #[test]
+    fn metric_names_keep_only_lowercase_letters_digits_dots_and_dashes() {
+        assert_eq!(
+            normalize_metric_name("due-jobs-queue:Schedule"),
+            "due-jobs-queue-schedule"
+        );
+        assert_eq!(
+            normalize_metric_name("pending-jobs-Job Queue"),
+            "pending-jobs-job-queue"
+        );
+        assert_eq!(normalize_metric_name("a.b_c/d%é"), "a.b-c-d--");
+    }
+
+    #[test]
+    fn activity_changes_sends_the_first_answer_and_each_change_and_ends_at_an_error() {
+        use futures::StreamExt;
+        let answers = vec![
+            Ok(false),
+            Ok(false),
+            Ok(true),
+            Ok(true),
+            Ok(false),
+            Err(Error::unavailable("down")),
+            Ok(true),
+        ];
+        let stream = activity_changes(answers.into_iter(), |mut answers| async move {
+            let answer = answers.next()?;
+            Some((answer, answers))
+        });
+        let sent: Vec<_> = futures::executor::block_on(stream.collect::<Vec<_>>())
+            .into_iter()
+            .map(|answer| answer.map_err(|e| e.kind()))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                Ok(false),
+                Ok(true),
+                Ok(false),
+                Err(crate::ErrorKind::Unavailable)
+            ]
+        );
+
+        let ended = activity_changes(0, |n| async move { (n < 3).then_some((Ok(true), n + 1)) });
+        let sent = futures::executor::block_on(ended.collect::<Vec<_>>());
+        assert_eq!(sent.len(), 1, "`None` from the check ends the stream");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::scaler::{BoxStream, Scaler, ScalerRequest};
+use crate::scaler::{BoxStream, Scaler, ScalerRequest, activity_changes};
 
 /// Serves a [`Scaler`] as KEDA's `externalscaler.ExternalScaler`.
 ///
@@ -69,42 +69,16 @@ fn polling_stream<S: Scaler>(
     request: ScalerRequest,
     interval: Duration,
 ) -> BoxStream<Result<bool>> {
-    struct State<S> {
-        scaler: Arc<S>,
-        request: ScalerRequest,
-        ticker: tokio::time::Interval,
-        last: Option<bool>,
-        failed: bool,
-    }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = State {
-        scaler,
-        request,
-        ticker,
-        last: None,
-        failed: false,
-    };
-    futures::stream::unfold(state, |mut state| async move {
-        if state.failed {
-            return None;
-        }
-        loop {
-            state.ticker.tick().await;
-            match state.scaler.is_active(&state.request).await {
-                Ok(active) if state.last == Some(active) => {}
-                Ok(active) => {
-                    state.last = Some(active);
-                    return Some((Ok(active), state));
-                }
-                Err(error) => {
-                    state.failed = true;
-                    return Some((Err(error), state));
-                }
-            }
-        }
-    })
-    .boxed()
+    activity_changes(
+        (scaler, request, ticker),
+        |(scaler, request, mut ticker)| async move {
+            ticker.tick().await;
+            let answer = scaler.is_active(&request).await;
+            Some((answer, (scaler, request, ticker)))
+        },
+    )
 }
 
 #[tonic::async_trait]

@@ -1,13 +1,7 @@
 //! The SDK's server through a real tonic client on loopback: every RPC, error statuses, the
 //! polling fallback of `StreamIsActive`, the health service, graceful shutdown, TLS and mTLS.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::float_cmp,
-    reason = "a test fails by panicking; the floats compared are exact"
-)]
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod support;
 
@@ -16,71 +10,49 @@ use std::time::Duration;
 use keda_external_scaler::Server;
 use keda_external_scaler::proto::GetMetricsRequest;
 use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
-use support::{METRIC, Running, STEP, TestScaler, client, scaled_object, start};
+use keda_external_scaler::testing::{
+    client, is_active, metric_specs, metric_value, next_activity, within,
+};
+use support::{METRIC, TestScaler, scaled_object, start};
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} took longer than {STEP:?}"))
-}
-
 #[tokio::test]
 async fn every_rpc_answers_with_the_scalers_values_in_float_and_integer_fields() {
     let (scaler, length) = TestScaler::new(true);
     let server = start(Server::new(scaler)).await;
-    let mut client = client(server.addr).await;
+    let mut client = client(server.addr()).await;
     let so = scaled_object("orders", "shop", &[("target", "2.5"), ("second", "lag")]);
 
-    let active = client.is_active(so.clone()).await.unwrap().into_inner();
-    assert!(!active.result);
+    assert!(!is_active(&mut client, &so).await);
     length.send_replace(41.5);
-    let active = client.is_active(so.clone()).await.unwrap().into_inner();
-    assert!(active.result);
+    assert!(is_active(&mut client, &so).await);
 
-    let specs = client
-        .get_metric_spec(so.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let specs: Vec<_> = specs
-        .metric_specs
-        .iter()
-        .map(|s| (s.metric_name.as_str(), s.target_size, s.target_size_float))
-        .collect();
-    assert_eq!(specs, [(METRIC, 3, 2.5), ("lag", 1, 0.25)]);
-
-    let values = client
-        .get_metrics(GetMetricsRequest {
-            scaled_object_ref: Some(so.clone()),
-            metric_name: METRIC.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let values: Vec<_> = values
-        .metric_values
-        .iter()
-        .map(|v| (v.metric_name.as_str(), v.metric_value, v.metric_value_float))
-        .collect();
-    assert_eq!(values, [(METRIC, 42, 41.5)]);
+    assert_eq!(
+        metric_specs(&mut client, &so).await,
+        [(METRIC.to_owned(), 3, 2.5), ("lag".to_owned(), 1, 0.25)]
+    );
+    assert_eq!(metric_value(&mut client, &so, METRIC).await, (42, 41.5));
 
     // The pushed stream: the current state first, then each change as it happens.
     let mut stream = client.stream_is_active(so).await.unwrap().into_inner();
-    let first = within("the first message", stream.message()).await.unwrap();
-    assert_eq!(first.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "the first message").await,
+        Some(true)
+    );
     length.send_replace(0.0);
-    let second = within("the second message", stream.message())
-        .await
-        .unwrap();
-    assert_eq!(second.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the second message").await,
+        Some(false)
+    );
     length.send_replace(1.0);
-    let third = within("the third message", stream.message()).await.unwrap();
-    assert_eq!(third.map(|m| m.result), Some(true));
+    assert_eq!(
+        next_activity(&mut stream, "the third message").await,
+        Some(true)
+    );
 
     server.shutdown().await.unwrap();
 }
@@ -89,7 +61,7 @@ async fn every_rpc_answers_with_the_scalers_values_in_float_and_integer_fields()
 async fn errors_become_the_grpc_status_of_their_kind() {
     let (scaler, _length) = TestScaler::new(true);
     let server = start(Server::new(scaler)).await;
-    let mut client = client(server.addr).await;
+    let mut client = client(server.addr()).await;
 
     let bad_target = scaled_object("w", "ns", &[("target", "five")]);
     let status = client.get_metric_spec(bad_target).await.unwrap_err();
@@ -142,28 +114,31 @@ async fn errors_become_the_grpc_status_of_their_kind() {
 async fn without_a_push_stream_stream_is_active_polls_and_sends_changes() {
     let (scaler, length) = TestScaler::new(false);
     let server = start(Server::new(scaler).stream_poll_interval(Duration::from_millis(20))).await;
-    let mut client = client(server.addr).await;
+    let mut client = client(server.addr()).await;
     let mut stream = client
         .stream_is_active(scaled_object("w", "ns", &[]))
         .await
         .unwrap()
         .into_inner();
-    let first = within("the first poll", stream.message()).await.unwrap();
-    assert_eq!(first.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the first poll").await,
+        Some(false)
+    );
     length.send_replace(3.0);
-    let second = within("the change", stream.message()).await.unwrap();
-    assert_eq!(second.map(|m| m.result), Some(true));
+    assert_eq!(next_activity(&mut stream, "the change").await, Some(true));
     length.send_replace(0.0);
-    let third = within("the change back", stream.message()).await.unwrap();
-    assert_eq!(third.map(|m| m.result), Some(false));
+    assert_eq!(
+        next_activity(&mut stream, "the change back").await,
+        Some(false)
+    );
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn health_is_serving_for_the_server_and_the_scaler_service() {
     let (scaler, _length) = TestScaler::new(true);
-    let server = start(Server::new(scaler)).await;
-    let channel = Channel::from_shared(format!("http://{}", server.addr))
+    let mut server = start(Server::new(scaler)).await;
+    let channel = Channel::from_shared(format!("http://{}", server.addr()))
         .unwrap()
         .connect()
         .await
@@ -204,8 +179,7 @@ async fn health_is_serving_for_the_server_and_the_scaler_service() {
         .unwrap()
         .unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
-    let Running { stop, task, .. } = server;
-    stop.unwrap().send(()).unwrap();
+    server.begin_shutdown();
     let next = within("the NOT_SERVING message", watch.message())
         .await
         .unwrap()
@@ -213,62 +187,55 @@ async fn health_is_serving_for_the_server_and_the_scaler_service() {
     assert_eq!(next.status(), ServingStatus::NotServing);
     drop(watch);
     drop(health);
-    within("the server to stop", task).await.unwrap().unwrap();
+    server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_and_the_server_returns() {
     let (scaler, _length) = TestScaler::new(true);
     // A long grace: the server must return because the streams ended, not because it expired.
-    let server = start(Server::new(scaler).shutdown_grace(Duration::from_secs(3600))).await;
-    let mut pushed_client = client(server.addr).await;
+    let mut server = start(Server::new(scaler).shutdown_grace(Duration::from_secs(3600))).await;
+    let mut pushed_client = client(server.addr()).await;
     let mut pushed = pushed_client
         .stream_is_active(scaled_object("a", "ns", &[]))
         .await
         .unwrap()
         .into_inner();
     assert!(
-        within("a pushed message", pushed.message())
+        next_activity(&mut pushed, "a pushed message")
             .await
-            .unwrap()
             .is_some()
     );
 
     let (poll_scaler, _poll_length) = TestScaler::new(false);
-    let polling_server =
+    let mut polling_server =
         start(Server::new(poll_scaler).shutdown_grace(Duration::from_secs(3600))).await;
-    let mut polled_client = client(polling_server.addr).await;
+    let mut polled_client = client(polling_server.addr()).await;
     let mut polled = polled_client
         .stream_is_active(scaled_object("b", "ns", &[]))
         .await
         .unwrap()
         .into_inner();
     assert!(
-        within("a polled message", polled.message())
+        next_activity(&mut polled, "a polled message")
             .await
-            .unwrap()
             .is_some()
     );
 
-    let Running { stop, task, .. } = server;
-    stop.unwrap().send(()).unwrap();
+    server.begin_shutdown();
     // The stream ends cleanly (end of stream, status OK), and the server returns.
-    let end = within("the pushed stream to end", pushed.message())
-        .await
-        .unwrap();
-    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
-    within("the server to stop", task).await.unwrap().unwrap();
+    assert_eq!(
+        next_activity(&mut pushed, "the pushed stream to end").await,
+        None
+    );
+    server.shutdown().await.unwrap();
 
-    let Running { stop, task, .. } = polling_server;
-    stop.unwrap().send(()).unwrap();
-    let end = within("the polled stream to end", polled.message())
-        .await
-        .unwrap();
-    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
-    within("the polling server to stop", task)
-        .await
-        .unwrap()
-        .unwrap();
+    polling_server.begin_shutdown();
+    assert_eq!(
+        next_activity(&mut polled, "the polled stream to end").await,
+        None
+    );
+    polling_server.shutdown().await.unwrap();
 }
 
 /// A CA and a certificate for `names` signed by it, as PEM.
@@ -341,13 +308,13 @@ async fn tls_serves_clients_that_trust_the_ca_and_refuses_plaintext() {
     let server =
         start(Server::new(scaler).tls(server_pki.cert.clone(), server_pki.key.clone())).await;
 
-    let over_tls = is_active_over(tls_client(server.addr, &server_pki.ca, None).await).await;
+    let over_tls = is_active_over(tls_client(server.addr(), &server_pki.ca, None).await).await;
     assert!(over_tls.unwrap(), "the scaler's answer over TLS");
 
     // Plaintext fails at the HTTP/2 handshake or at the first call.
     let plaintext = within(
         "the plaintext connection",
-        Channel::from_shared(format!("http://{}", server.addr))
+        Channel::from_shared(format!("http://{}", server.addr()))
             .unwrap()
             .connect(),
     )
@@ -365,7 +332,7 @@ async fn tls_serves_clients_that_trust_the_ca_and_refuses_plaintext() {
     }
 
     let (other, _other_issuer) = pki(&["localhost"]);
-    let untrusted = is_active_over(tls_client(server.addr, &other.ca, None).await).await;
+    let untrusted = is_active_over(tls_client(server.addr(), &other.ca, None).await).await;
     assert!(
         untrusted.is_err(),
         "a client trusting another CA got through"
@@ -388,7 +355,7 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
 
     let with_cert = is_active_over(
         tls_client(
-            server.addr,
+            server.addr(),
             &server_pki.ca,
             Some((&client_pki.cert, &client_pki.key)),
         )
@@ -397,7 +364,7 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
     .await;
     assert!(!with_cert.unwrap(), "the scaler's answer over mTLS");
 
-    let without_cert = is_active_over(tls_client(server.addr, &server_pki.ca, None).await).await;
+    let without_cert = is_active_over(tls_client(server.addr(), &server_pki.ca, None).await).await;
     assert!(
         without_cert.is_err(),
         "a client without a certificate got through"
@@ -407,7 +374,7 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
     let (stranger, _stranger_issuer) = pki(&["keda-operator"]);
     let foreign = is_active_over(
         tls_client(
-            server.addr,
+            server.addr(),
             &server_pki.ca,
             Some((&stranger.cert, &stranger.key)),
         )
@@ -422,7 +389,7 @@ async fn mtls_requires_a_client_certificate_from_the_client_ca() {
     // A second certificate from the trusted client CA works.
     let (cert, key) = leaf(&["another-client"], &client_issuer);
     let second =
-        is_active_over(tls_client(server.addr, &server_pki.ca, Some((&cert, &key))).await).await;
+        is_active_over(tls_client(server.addr(), &server_pki.ca, Some((&cert, &key))).await).await;
     assert!(second.is_ok(), "{second:?}");
 
     server.shutdown().await.unwrap();

@@ -22,8 +22,10 @@ use std::time::Duration;
 
 use keda_external_scaler::Server;
 use keda_external_scaler::proto::GetMetricsRequest;
-use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
-use support::{STEP, TestScaler, scaled_object, start};
+use keda_external_scaler::testing::{
+    STEP, client, is_active, metric_specs, metric_value, next_activity,
+};
+use support::{TestScaler, scaled_object, start};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -108,7 +110,7 @@ async fn a_python_grpcio_client_reads_the_sdk_server() {
     let mut command = Command::new(&python);
     command
         .arg(interop.join("client_check.py"))
-        .arg(server.addr.to_string())
+        .arg(server.addr().to_string())
         .current_dir(&interop)
         .env("PYTHONPATH", &interop)
         .env("PYTHONUNBUFFERED", "1");
@@ -167,67 +169,32 @@ async fn the_python_scaler_answers_a_tonic_client() {
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
 
-    let endpoint = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap();
-    let channel = tokio::time::timeout(STEP, endpoint.connect())
-        .await
-        .unwrap()
-        .unwrap();
-    let mut client = ExternalScalerClient::new(channel);
+    let mut client = client(addr.parse().unwrap()).await;
     let so = scaled_object("w", "ns", &[("scalerAddress", &addr)]);
-    assert!(
-        client
-            .is_active(so.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .result
+    assert!(is_active(&mut client, &so).await);
+    assert_eq!(
+        metric_specs(&mut client, &so).await,
+        [("py-queue".to_owned(), 5, 5.0)]
     );
-    let specs = client
-        .get_metric_spec(so.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let specs: Vec<_> = specs
-        .metric_specs
-        .iter()
-        .map(|s| (s.metric_name.as_str(), s.target_size, s.target_size_float))
-        .collect();
-    assert_eq!(specs, [("py-queue", 5, 5.0)]);
-    let request = GetMetricsRequest {
-        scaled_object_ref: Some(so.clone()),
-        metric_name: "py-queue".to_owned(),
-    };
-    let values = client
-        .get_metrics(request.clone())
-        .await
-        .unwrap()
-        .into_inner();
-    let values: Vec<_> = values
-        .metric_values
-        .iter()
-        .map(|v| (v.metric_name.as_str(), v.metric_value, v.metric_value_float))
-        .collect();
-    assert_eq!(values, [("py-queue", 3, 3.0)]);
+    assert_eq!(metric_value(&mut client, &so, "py-queue").await, (3, 3.0));
     let mut stream = client
         .stream_is_active(so.clone())
         .await
         .unwrap()
         .into_inner();
     for _ in 0..2 {
-        let message = tokio::time::timeout(STEP, stream.message())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(message.result);
+        assert_eq!(
+            next_activity(&mut stream, "a stream message").await,
+            Some(true)
+        );
     }
     drop(stream);
 
     std::fs::write(&value_file, "0").unwrap();
-    assert!(!client.is_active(so).await.unwrap().into_inner().result);
+    assert!(!is_active(&mut client, &so).await);
     let unknown = GetMetricsRequest {
+        scaled_object_ref: Some(so),
         metric_name: "other".to_owned(),
-        ..request
     };
     let status = client.get_metrics(unknown).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);

@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use keda_external_scaler::Server;
 use keda_external_scaler::proto::GetMetricsRequest;
-use support::{METRIC, STEP, TestScaler, client, scaled_object, start};
+use keda_external_scaler::testing::{client, next_activity};
+use support::{METRIC, TestScaler, scaled_object, start};
 use tracing::field::{Field, Visit};
 use tracing::span::Attributes;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -57,7 +58,7 @@ async fn each_rpc_has_a_span_with_the_scaled_objects_name_and_namespace() {
 
     let (scaler, _length) = TestScaler::new(true);
     let server = start(Server::new(scaler)).await;
-    let mut client = client(server.addr).await;
+    let mut client = client(server.addr()).await;
     let so = scaled_object("orders-consumer", "shop", &[]);
     client.is_active(so.clone()).await.unwrap();
     client.get_metric_spec(so.clone()).await.unwrap();
@@ -69,10 +70,7 @@ async fn each_rpc_has_a_span_with_the_scaled_objects_name_and_namespace() {
         .await
         .unwrap();
     let mut stream = client.stream_is_active(so).await.unwrap().into_inner();
-    tokio::time::timeout(STEP, stream.message())
-        .await
-        .unwrap()
-        .unwrap();
+    next_activity(&mut stream, "the first message").await;
     drop(stream);
     server.shutdown().await.unwrap();
 

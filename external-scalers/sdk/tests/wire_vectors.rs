@@ -24,10 +24,11 @@ mod support;
 use keda_external_scaler::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, ScaledObjectRef,
 };
+use keda_external_scaler::testing::client;
 use keda_external_scaler::{MetricSpec, MetricValue, Result, Scaler, ScalerRequest, Server};
 use prost::Message;
 use serde_json::Value;
-use support::{client, scaled_object, start};
+use support::{scaled_object, start};
 
 const VECTORS: &str = include_str!("../../../proto/tests/vectors/external-scaler-vectors.json");
 
@@ -164,7 +165,7 @@ async fn is_active_answers_encode_to_the_vectors() {
             values: vec![],
         }))
         .await;
-        let answer: IsActiveResponse = client(server.addr)
+        let answer: IsActiveResponse = client(server.addr())
             .await
             .is_active(scaled_object("w", "ns", &[]))
             .await
@@ -205,7 +206,7 @@ async fn metric_specs_encode_to_the_vectors_where_the_sdk_writes_their_shape() {
             values: vec![],
         }))
         .await;
-        let answer: GetMetricSpecResponse = client(server.addr)
+        let answer: GetMetricSpecResponse = client(server.addr())
             .await
             .get_metric_spec(scaled_object("w", "ns", &[]))
             .await
@@ -263,7 +264,7 @@ async fn metric_values_read_as_the_vectors_do() {
             values,
         }))
         .await;
-        let answer: GetMetricsResponse = client(server.addr)
+        let answer: GetMetricsResponse = client(server.addr())
             .await
             .get_metrics(GetMetricsRequest {
                 scaled_object_ref: Some(scaled_object("w", "ns", &[])),

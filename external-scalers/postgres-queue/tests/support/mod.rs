@@ -10,139 +10,75 @@
     reason = "test support: a test fails by panicking; each binary uses part of it"
 )]
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use keda_external_scaler::Server;
 use keda_external_scaler::proto::ScaledObjectRef;
-use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
+use keda_external_scaler::testing::{TestServer, TestService, unique_name};
+use keda_external_scaler::{ScalerRequest, Server};
 use keda_postgres_queue_scaler::{PostgresQueueScaler, Settings};
-use tokio::sync::oneshot;
 use tokio_postgres::{Client, Config, NoTls};
-use tonic::transport::Channel;
 
-/// The longest any single step may take before the test fails.
-pub const STEP: Duration = Duration::from_secs(20);
-
-/// Where the tests find PostgreSQL: `KEDA_TEST_POSTGRES_URL`, else the machine's server.
-pub fn database_url() -> (String, bool) {
-    match std::env::var("KEDA_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => (url, true),
-        _ => (
-            "host=127.0.0.1 port=5432 user=postgres dbname=test".to_owned(),
-            false,
-        ),
-    }
+/// Where the tests find PostgreSQL: `KEDA_TEST_POSTGRES_URL`, else the machine's server, which
+/// `external-scalers/scripts/ensure-test-services` starts when it is down.
+pub fn postgres() -> TestService {
+    TestService::new(
+        "PostgreSQL",
+        "KEDA_TEST_POSTGRES_URL",
+        "host=127.0.0.1 port=5432 user=postgres dbname=test",
+    )
+    .start_with(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-test-services"),
+        ["postgres"],
+    )
 }
 
 pub fn config() -> Config {
-    database_url().0.parse().unwrap()
+    postgres().url().parse().unwrap()
 }
 
-/// A connection for the test's own statements. When the default server is down, starts it with
-/// `external-scalers/scripts/ensure-test-services` and tries again.
+/// A connection for the test's own statements.
 pub async fn admin() -> Client {
-    let (url, overridden) = database_url();
-    match try_connect(&url).await {
-        Ok(client) => client,
-        Err(first) if !overridden => {
-            eprintln!("PostgreSQL at {url} is not reachable ({first}); starting it");
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-test-services");
-            let status = std::process::Command::new(&script)
-                .arg("postgres")
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                status.success(),
-                "PostgreSQL is down and {} could not start it (see above)",
-                script.display()
-            );
-            try_connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL at {url} still unreachable: {e}"))
-        }
-        Err(error) => panic!("PostgreSQL at KEDA_TEST_POSTGRES_URL={url} is unreachable: {error}"),
-    }
+    postgres().connect(try_connect).await
 }
 
 async fn try_connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio::time::timeout(STEP, tokio_postgres::connect(url, NoTls))
-        .await
-        .expect("connecting to PostgreSQL timed out")?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
 }
 
 /// A name no other test (or run) uses: `<prefix>_<pid>_<n>_<nanos>`.
 pub fn unique(prefix: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name(prefix, '_')
 }
 
-/// A scaler served on a fresh loopback port, and the trigger of its shutdown.
-pub struct Running {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), keda_external_scaler::ServeError>>,
-}
-
-impl Running {
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .expect("the server did not stop")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-pub async fn serve(config: Config, settings: Settings) -> Running {
-    let scaler = PostgresQueueScaler::new(config, settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(Server::new(scaler).serve_on(listener, async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-pub async fn client(addr: SocketAddr) -> ExternalScalerClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    ExternalScalerClient::new(channel)
+/// The scaler with `settings`, served on a fresh loopback port.
+pub async fn serve(config: Config, settings: Settings) -> TestServer {
+    TestServer::start(Server::new(PostgresQueueScaler::new(config, settings))).await
 }
 
 pub fn scaled_object(metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: "worker".to_owned(),
-        namespace: "jobs".to_owned(),
-        scaler_metadata: metadata
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
+    ScalerRequest::from_pairs("worker", "jobs", metadata).into()
+}
+
+/// The trigger of the push tests: the `pending` rows of a table made by [`create_queue`],
+/// pushed on `channel`.
+pub fn pending_jobs(table: &str, channel: &str) -> ScaledObjectRef {
+    scaled_object(&[
+        ("table", table),
+        ("statusColumn", "status"),
+        ("pendingValue", "pending"),
+        ("channel", channel),
+    ])
+}
+
+/// Settings whose streams re-count only on notifications: every change a push test sees was
+/// pushed by a NOTIFY (or a reconnection), not found by a periodic re-check.
+pub fn notify_only() -> Settings {
+    Settings {
+        stream_recheck_interval: Duration::from_secs(24 * 3600),
+        ..Settings::default()
     }
 }
 

@@ -6,21 +6,13 @@
     reason = "each test binary uses part of the support"
 )]
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use keda_external_scaler::proto::ScaledObjectRef;
-use keda_external_scaler::proto::external_scaler_client::ExternalScalerClient;
+use keda_external_scaler::testing::TestServer;
 use keda_external_scaler::{
-    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest, ServeError, Server,
+    BoxStream, Error, MetricSpec, MetricValue, Result, Scaler, ScalerRequest, Server,
+    activity_changes,
 };
-use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
-use tonic::transport::Channel;
-
-/// The longest any single step of a test may take before the test fails.
-pub const STEP: Duration = Duration::from_secs(20);
+use tokio::sync::watch;
 
 /// The metric served by [`TestScaler`].
 pub const METRIC: &str = "test-queue";
@@ -98,73 +90,20 @@ impl Scaler for TestScaler {
         }
         let mut changes = self.length.subscribe();
         changes.mark_changed();
-        let stream: BoxStream<Result<bool>> =
-            Box::pin(futures::stream::unfold(changes, |mut changes| async move {
-                changes.changed().await.ok()?;
-                let active = *changes.borrow_and_update() > 0.0;
-                Some((Ok(active), changes))
-            }));
-        Ok(Some(stream))
-    }
-}
-
-/// A running server: its address, the trigger of its shutdown and its task.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub stop: Option<oneshot::Sender<()>>,
-    pub task: JoinHandle<std::result::Result<(), ServeError>>,
-}
-
-impl Running {
-    /// Signals shutdown and waits for the server to return.
-    pub async fn shutdown(mut self) -> std::result::Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(STEP, self.task)
-            .await
-            .expect("the server did not stop")
-            .expect("the server task panicked")
+        Ok(Some(activity_changes(changes, |mut changes| async move {
+            changes.changed().await.ok()?;
+            let active = *changes.borrow_and_update() > 0.0;
+            Some((Ok(active), changes))
+        })))
     }
 }
 
 /// Serves `server` on a fresh loopback port.
-pub async fn start<S: Scaler>(server: Server<S>) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve_on(listener, async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-/// A plaintext client of `addr`.
-pub async fn client(addr: SocketAddr) -> ExternalScalerClient<Channel> {
-    let channel = tokio::time::timeout(
-        STEP,
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect(),
-    )
-    .await
-    .expect("connecting timed out")
-    .expect("cannot connect");
-    ExternalScalerClient::new(channel)
+pub async fn start<S: Scaler>(server: Server<S>) -> TestServer {
+    TestServer::start(server).await
 }
 
 /// A `ScaledObjectRef` for `so` in `ns` with `metadata`.
 pub fn scaled_object(so: &str, ns: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: so.to_owned(),
-        namespace: ns.to_owned(),
-        scaler_metadata: metadata
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-    }
+    ScalerRequest::from_pairs(so, ns, metadata).into()
 }
