@@ -8,6 +8,9 @@ pub mod cron;
 pub mod external;
 pub mod kubernetes_workload;
 pub mod metrics_api;
+pub mod pooled;
+pub mod postgresql;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,6 +176,10 @@ pub struct Services {
     pub kube: kube::Client,
     /// Client connections of the `external` and `external-push` triggers.
     pub external: Arc<external::ExternalPool>,
+    /// Connections of the `postgresql` triggers, one per server, user and database.
+    pub postgres: Arc<postgresql::PostgresPool>,
+    /// Connections of the `redis` triggers, one per server, credentials and database.
+    pub redis: Arc<redis::RedisPool>,
 }
 
 impl Services {
@@ -181,6 +188,8 @@ impl Services {
         Self {
             kube,
             external: Arc::default(),
+            postgres: Arc::default(),
+            redis: Arc::default(),
         }
     }
 }
@@ -226,6 +235,8 @@ const REGISTRY: &[(&str, Build)] = &[
     ("external-push", external::build),
     ("kubernetes-workload", kubernetes_workload::build),
     ("metrics-api", metrics_api::build),
+    ("postgresql", postgresql::build),
+    ("redis", redis::build),
 ];
 
 /// Builds the scaler for a trigger.

@@ -1,0 +1,219 @@
+//! Clients shared by every trigger that reads the same source, and reads shared by every
+//! trigger that asks the same thing at the same time.
+//!
+//! A [`Pool`] holds weak references only: each scaler holds a strong [`Pooled`] client, and
+//! when the last scaler of a key is dropped the client (and its connection) goes with it and
+//! the key is forgotten. [`Pooled::coalesce`] runs one read per (client, question) at a time:
+//! callers that arrive while a read is running wait for its result instead of issuing their
+//! own. The read runs in its own task, so it completes even when its first caller gives up.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use super::ScalerError;
+
+type Read = Shared<BoxFuture<'static, Result<f64, ScalerError>>>;
+type Entries<K, C> = Mutex<HashMap<K, Weak<Pooled<K, C>>>>;
+
+/// Shared clients by key (endpoint, credentials, database).
+pub struct Pool<K: Eq + Hash, C> {
+    entries: Arc<Entries<K, C>>,
+}
+
+impl<K: Eq + Hash, C> Default for Pool<K, C> {
+    fn default() -> Self {
+        Self {
+            entries: Arc::default(),
+        }
+    }
+}
+
+impl<K, C> std::fmt::Debug for Pool<K, C>
+where
+    K: Eq + Hash,
+{
+    /// Keys carry credentials: only the number of clients is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("clients", &self.clients())
+            .finish()
+    }
+}
+
+impl<K, C> Pool<K, C>
+where
+    K: Eq + Hash,
+{
+    /// Clients some trigger still uses.
+    pub fn clients(&self) -> usize {
+        self.entries
+            .lock()
+            .map_or(0, |e| e.values().filter(|w| w.strong_count() > 0).count())
+    }
+}
+
+impl<K, C> Pool<K, C>
+where
+    K: Clone + Eq + Hash,
+{
+    /// The client for `key`: the one in use, or a new one made by `make` (which must not do
+    /// I/O: clients connect on first use).
+    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> C) -> Arc<Pooled<K, C>> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = entries.get(key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let pooled = Arc::new(Pooled {
+            client: make(),
+            key: key.clone(),
+            entries: Arc::downgrade(&self.entries),
+            reads: Mutex::default(),
+        });
+        entries.insert(key.clone(), Arc::downgrade(&pooled));
+        pooled
+    }
+}
+
+/// One shared client; dropping the last reference drops it and forgets it in the pool.
+pub struct Pooled<K: Eq + Hash, C> {
+    client: C,
+    key: K,
+    entries: Weak<Entries<K, C>>,
+    /// Reads in flight, by what they ask.
+    reads: Mutex<HashMap<String, Read>>,
+}
+
+impl<K: Eq + Hash, C: std::fmt::Debug> std::fmt::Debug for Pooled<K, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Eq + Hash, C> Pooled<K, C> {
+    pub(crate) fn client(&self) -> &C {
+        &self.client
+    }
+}
+
+impl<K, C> Pooled<K, C>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+{
+    /// The result of `read` for `question`: joins the read of the same question already
+    /// running on this client, or starts one in its own task.
+    pub(crate) fn coalesce<F>(
+        self: &Arc<Self>,
+        question: &str,
+        read: F,
+    ) -> impl Future<Output = Result<f64, ScalerError>> + Send + 'static
+    where
+        F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<f64, ScalerError>>,
+    {
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(running) = reads.get(question) {
+            return running.clone();
+        }
+        let this = self.clone();
+        let owned = question.to_owned();
+        let work = read(self.clone());
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            // Only this task removes its own entry, and no other is inserted while it is there.
+            this.reads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&owned);
+            result
+        });
+        let shared = async move {
+            task.await
+                .unwrap_or_else(|e| Err(ScalerError::Source(format!("read failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        reads.insert(question.to_owned(), shared.clone());
+        shared
+    }
+}
+
+impl<K: Eq + Hash, C> Drop for Pooled<K, C> {
+    fn drop(&mut self) {
+        let Some(entries) = self.entries.upgrade() else {
+            return;
+        };
+        if let Ok(mut entries) = entries.lock() {
+            // A new client for the same key may already have replaced this one.
+            if entries
+                .get(&self.key)
+                .is_some_and(|w| w.strong_count() == 0)
+            {
+                entries.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_client_per_key_and_one_read_per_question() {
+        let pool: Pool<String, AtomicUsize> = Pool::default();
+        let a = pool.get(&"a".to_owned(), AtomicUsize::default);
+        let b = pool.get(&"a".to_owned(), || unreachable!("shared"));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = pool.get(&"c".to_owned(), AtomicUsize::default);
+        assert_eq!(pool.clients(), 2);
+
+        let reads: Vec<_> = (0..10)
+            .map(|_| {
+                a.coalesce("q", |client| {
+                    async move {
+                        client.client().fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(7.0)
+                    }
+                    .boxed()
+                })
+            })
+            .collect();
+        for value in futures::future::join_all(reads).await {
+            assert_eq!(value, Ok(7.0));
+        }
+        assert_eq!(a.client().load(Ordering::SeqCst), 1);
+        // Finished reads are forgotten: the next one reads again.
+        let again = a
+            .coalesce("q", |client| {
+                async move {
+                    client.client().fetch_add(1, Ordering::SeqCst);
+                    Err(ScalerError::Source("down".into()))
+                }
+                .boxed()
+            })
+            .await;
+        assert_eq!(again, Err(ScalerError::Source("down".into())));
+        assert_eq!(a.client().load(Ordering::SeqCst), 2);
+
+        drop((a, b));
+        assert_eq!(pool.clients(), 1);
+        drop(c);
+        assert_eq!(pool.entries.lock().unwrap().len(), 0);
+    }
+}
