@@ -102,6 +102,14 @@ fn list<'a>(params: &'a Params, names: [&str; 2]) -> Option<Vec<&'a str>> {
         .map(|text| text.split(',').map(str::trim).collect())
 }
 
+/// The error of a parameter that is known to be missing.
+fn missing(params: &Params, name: &str, order: &[Source]) -> ScalerError {
+    match params.require(name, order) {
+        Err(error) => error.into(),
+        Ok(_) => ScalerError::Config(format!("{name} is not usable")),
+    }
+}
+
 /// Reads and checks the metadata of a `redis` trigger; no I/O.
 pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     let params = &input.params;
@@ -131,10 +139,11 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     } else {
         let hosts = list(params, ["host", "hosts"]);
         let ports = list(params, ["port", "ports"]);
-        let (Some(hosts), Some(ports)) = (hosts, ports) else {
-            return Err(ScalerError::Config(
-                "no address given: set address (host:port), or host and port".to_owned(),
-            ));
+        let (hosts, ports) = match (hosts, ports) {
+            (Some(hosts), Some(ports)) => (hosts, ports),
+            (None, None) => return Err(missing(params, "address", ADDRESS)),
+            (Some(_), None) => return Err(missing(params, "port", HOST)),
+            (None, Some(_)) => return Err(missing(params, "host", HOST)),
         };
         if hosts.len() != ports.len() {
             return Err(ScalerError::Config(
@@ -444,7 +453,11 @@ mod tests {
             ),
             (
                 &[("listName", "jobs")],
-                "no address given: set address (host:port), or host and port",
+                "missing required parameter \"address\" in [triggerMetadata authParams resolvedEnv]",
+            ),
+            (
+                &[("listName", "jobs"), ("host", "redis")],
+                "missing required parameter \"port\" in [triggerMetadata resolvedEnv authParams]",
             ),
             (
                 &[("listName", "jobs"), ("address", "redis")],
