@@ -15,6 +15,8 @@
 
 #[path = "compliance/checks.rs"]
 mod checks;
+#[path = "compliance/data_stores.rs"]
+mod data_stores;
 #[path = "compliance/fixtures.rs"]
 mod fixtures;
 #[path = "compliance/mutants.rs"]

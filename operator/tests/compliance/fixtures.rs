@@ -102,13 +102,15 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 5] {
+pub(crate) fn all() -> [&'static dyn Fixture; 7] {
     [
         &CpuMemory,
         &Cron,
         &External,
         &KubernetesWorkload,
         &MetricsApi,
+        &crate::data_stores::Postgresql,
+        &crate::data_stores::Redis,
     ]
 }
 
