@@ -34,6 +34,10 @@ impl Default for Settings {
     }
 }
 
+/// (namespace, name) of an HPA → (fingerprint applied, the HPA's uid and generation after it).
+pub type AppliedHpas =
+    std::collections::HashMap<(String, String), (u64, Option<String>, Option<i64>)>;
+
 /// Shared state of the controllers, the scale loops and the metric service.
 pub struct Context {
     pub client: kube::Client,
@@ -48,6 +52,10 @@ pub struct Context {
     /// Asks the controller to reconcile a ScaledObject now (the loop's triggers changed their
     /// metric names, so the HPA must follow).
     pub reconcile: futures::channel::mpsc::UnboundedSender<ObjectRef<ScaledObject>>,
+    /// Per HPA (namespace, name): the fingerprint last applied and the HPA's generation after
+    /// it. The apiserver fills in defaults, so comparing specs would re-apply on every
+    /// reconcile; an unchanged fingerprint and generation mean nothing to do.
+    pub applied_hpas: std::sync::Mutex<AppliedHpas>,
 }
 
 impl std::fmt::Debug for Context {
@@ -83,6 +91,7 @@ impl Context {
             scaled_objects,
             telemetry,
             reconcile,
+            applied_hpas: std::sync::Mutex::default(),
         })
     }
 

@@ -39,6 +39,18 @@ pub enum HpaError {
     NoUid,
 }
 
+/// A fingerprint of what the operator applies to an HPA.
+pub fn fingerprint(desired: &HorizontalPodAutoscaler) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&desired.spec)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    desired.metadata.labels.hash(&mut hasher);
+    desired.metadata.annotations.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The HPA's name: `advanced.horizontalPodAutoscalerConfig.name` or `keda-hpa-<name>`.
 pub fn hpa_name(so: &ScaledObject) -> String {
     so.spec

@@ -471,6 +471,8 @@ async fn ensure_hpa(
 ) -> Result<Result<(), String>, Error> {
     let api: Api<HorizontalPodAutoscaler> =
         Api::namespaced(ctx.client.clone(), &so.namespace().unwrap_or_default());
+    let key = (so.namespace().unwrap_or_default(), name.to_owned());
+    let fingerprint = hpa::fingerprint(desired);
     if let Some(existing) = api.get_opt(name).await? {
         let ours = existing
             .owner_references()
@@ -488,19 +490,39 @@ async fn ensure_hpa(
                 )));
             }
             tracing::info!(hpa = name, "taking over an existing HPA");
-        } else if existing.spec == desired.spec
+        } else if ctx
+            .applied_hpas
+            .lock()
+            .ok()
+            .and_then(|applied| applied.get(&key).cloned())
+            == Some((
+                fingerprint,
+                existing.metadata.uid.clone(),
+                existing.metadata.generation,
+            ))
             && existing.metadata.labels == desired.metadata.labels
             && existing.metadata.annotations == desired.metadata.annotations
         {
             return Ok(Ok(()));
         }
     }
-    api.patch(
-        name,
-        &PatchParams::apply("keda-operator").force(),
-        &Patch::Apply(desired),
-    )
-    .await?;
+    let applied = api
+        .patch(
+            name,
+            &PatchParams::apply("keda-operator").force(),
+            &Patch::Apply(desired),
+        )
+        .await?;
+    if let Ok(mut remembered) = ctx.applied_hpas.lock() {
+        remembered.insert(
+            key,
+            (
+                fingerprint,
+                applied.metadata.uid,
+                applied.metadata.generation,
+            ),
+        );
+    }
     Ok(Ok(()))
 }
 

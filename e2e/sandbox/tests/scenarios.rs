@@ -578,3 +578,67 @@ async fn an_existing_hpa_is_taken_over_only_when_asked() {
     assert_eq!(hpa.spec.unwrap().metrics.unwrap()[0].type_, "External");
     cluster.wait_replicas(&ns, "worker", 2, WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hpa_is_put_back_when_edited_or_deleted() {
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("hpa-drift").await;
+    let source = Source::start(&cluster).await;
+    cluster.apply(&ns, deployment("worker", 0)).await;
+    cluster
+        .apply(
+            &ns,
+            scaled_object(
+                "worker",
+                json!([metrics_api_trigger(&source, 5)]),
+                json!({}),
+            ),
+        )
+        .await;
+    cluster
+        .wait_condition(&ns, "worker", "Ready", "True", Some("ScaledObjectReady"))
+        .await;
+    let hpas = cluster.hpas(&ns);
+    let max = || async {
+        hpas.get_opt("keda-hpa-worker")
+            .await
+            .unwrap()
+            .and_then(|h| h.spec)
+            .map(|s| s.max_replicas)
+    };
+    assert_eq!(max().await, Some(10));
+    // Someone edits the HPA: the operator puts its spec back (well before its 5-minute resync).
+    hpas.patch(
+        "keda-hpa-worker",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"maxReplicas": 3}})),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while max().await != Some(10) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edited HPA was not put back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Someone deletes it: it is recreated.
+    hpas.delete("keda-hpa-worker", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(hpa) = hpas.get_opt("keda-hpa-worker").await.unwrap()
+            && hpa.metadata.deletion_timestamp.is_none()
+            && hpa.spec.map(|s| s.max_replicas) == Some(10)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted HPA was not recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -199,6 +199,11 @@ pub fn metric_spec(
     }
 }
 
+/// Whether an HPA accepts a metric name (it must be a valid path segment).
+pub fn usable_metric_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%'])
+}
+
 /// The value of one returned item: `metricValueFloat` if positive, else the deprecated
 /// `metricValue`; NaN, infinities and negatives count as 0 (as KEDA formats them).
 pub fn metric_value(value: &proto::MetricValue) -> f64 {
@@ -339,6 +344,18 @@ impl Scaler for ExternalScaler {
                 .await?;
             if response.metric_specs.is_empty() {
                 return Err(ScalerError::Source("got empty metric spec".into()));
+            }
+            // KEDA passes the server's names through and the HPA then refuses the whole object;
+            // say which name is wrong instead.
+            if let Some(bad) = response
+                .metric_specs
+                .iter()
+                .find(|spec| !usable_metric_name(&spec.metric_name))
+            {
+                return Err(ScalerError::Config(format!(
+                    "the external scaler returned the metric name {:?}, which an HPA cannot use (empty, \".\", \"..\", or containing '/' or '%')",
+                    bad.metric_name
+                )));
             }
             let specs = response
                 .metric_specs
@@ -595,6 +612,10 @@ mod tests {
                 target: 2.5
             }
         );
+        assert!(usable_metric_name("Queue.Depth-a"));
+        for unusable in ["", ".", "..", "a/b", "50%"] {
+            assert!(!usable_metric_name(unusable), "{unusable:?}");
+        }
         assert_eq!(
             metric_spec(0, MetricTargetType::AverageValue, &spec("q", 10, 0.0)),
             MetricSpec::External {
