@@ -96,9 +96,17 @@ impl Context {
     }
 
     /// Stops a ScaledObject's loop and removes the Prometheus series it wrote.
-    pub fn stop_loop(&self, key: &ObjectRef<ScaledObject>) {
-        if let Some(state) = self.loops.stop(key) {
+    /// Emits `KEDAScalersStopped` when a loop was running, as KEDA does.
+    pub async fn stop_loop(&self, so: &ScaledObject) {
+        if let Some(state) = self.loops.stop(&ObjectRef::from_obj(so)) {
             state.remove_series(&self.telemetry);
+            self.event(
+                so,
+                false,
+                "KEDAScalersStopped",
+                "Stopped scalers watch".into(),
+            )
+            .await;
         }
     }
 

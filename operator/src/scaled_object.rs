@@ -87,7 +87,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     let (target, scale) = match Target::resolve(&ctx.client, &ctx.discovery, so).await {
         Ok(found) => found,
         Err(e) => {
-            ctx.stop_loop(&key);
+            ctx.stop_loop(so).await;
             return check_failed(
                 ctx,
                 so,
@@ -130,7 +130,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     let built = match validate_and_build(so, ctx, &target).await {
         Ok(built) => built,
         Err(message) => {
-            ctx.stop_loop(&key);
+            ctx.stop_loop(so).await;
             return check_failed(ctx, so, patch, &message).await;
         }
     };
@@ -139,7 +139,7 @@ async fn apply(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
     // Apply the HPA.
     let name = hpa::hpa_name(so);
     if let Err(message) = ensure_hpa(ctx, so, &name, &desired).await? {
-        ctx.stop_loop(&key);
+        ctx.stop_loop(so).await;
         return check_failed(ctx, so, patch, &message).await;
     }
     if let Some(old) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref())
@@ -198,7 +198,7 @@ async fn pause(
         return Ok(None);
     }
     // Paused: the loop stops, the HPA goes, replicas stay (or go to paused-replicas).
-    ctx.stop_loop(&ObjectRef::from_obj(so));
+    ctx.stop_loop(so).await;
     ctx.telemetry.object_paused.get_or_create(&labels).set(1);
     delete_hpa(ctx, so, &hpa::hpa_name(so)).await?;
     if let Some(previous) = so.status.as_ref().and_then(|s| s.hpa_name.as_deref())
@@ -548,7 +548,7 @@ async fn delete_hpa(ctx: &Context, so: &ScaledObject, name: &str) -> Result<(), 
 }
 
 async fn cleanup(so: &ScaledObject, ctx: &Arc<Context>) -> Result<Action, Error> {
-    ctx.stop_loop(&ObjectRef::from_obj(so));
+    ctx.stop_loop(so).await;
     if so.spec.restore_to_original_replica_count()
         && let Some(original) = so.status.as_ref().and_then(|s| s.original_replica_count)
     {

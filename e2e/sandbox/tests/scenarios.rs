@@ -129,6 +129,34 @@ async fn pause_at_replicas_then_unpause() {
             .is_none(),
         "the HPA is removed while paused"
     );
+    // The Events of the story so far (published right after the status writes they follow).
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(cluster.client.clone(), &ns);
+    let wanted = [
+        "KEDAScalersStarted",
+        "KEDAScaleTargetActivated",
+        "ScaledObjectPaused",
+        "KEDAScalersStopped",
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reasons: Vec<String> = events
+            .list(&kube::api::ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wanted Events {wanted:?}, got {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // While paused, the source no longer matters.
     source.set(40);
     cluster
