@@ -121,6 +121,20 @@ impl Update {
         }
     }
 
+    /// Whether the conditions would change `so`'s.
+    fn changes(&self, so: &ScaledObject) -> bool {
+        let mut conditions = so
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let mut changed = self.initialize && initialize(&mut conditions);
+        for (type_, status, reason, message) in &self.conditions {
+            changed |= set(&mut conditions, *type_, *status, reason, message);
+        }
+        changed
+    }
+
     /// Writes the changes, if any. Conditions are merged into a fresh read and written with
     /// its `resourceVersion`, so a concurrent writer's change is never overwritten: on a
     /// conflict the read and merge are repeated.
@@ -130,6 +144,11 @@ impl Update {
                 return Ok(());
             }
             return patch(client, so, serde_json::Value::Object(self.fields)).await;
+        }
+        if self.fields.is_empty() && !self.changes(so) {
+            // Nothing differs from the cached object: no read, no write (this is the common
+            // case of a polling cycle). A stale cache only delays a change to the next cycle.
+            return Ok(());
         }
         let api: Api<ScaledObject> =
             Api::namespaced(client.clone(), &so.namespace().unwrap_or_default());

@@ -185,8 +185,8 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// `spec.replicas` of a `/scale` (unset counts as 0 replicas requested... KEDA reads 1 for a nil
-/// Deployment count, but `/scale` always carries the defaulted value).
+/// `spec.replicas` of a `/scale`. The apiserver always fills it in (a Deployment's unset count
+/// is defaulted to 1 before `/scale` reports it); a missing one reads as 0.
 pub fn replicas_of(scale: &Scale) -> i32 {
     scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
