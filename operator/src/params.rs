@@ -6,8 +6,9 @@
 //! Values from authentication or the environment are treated as secrets: `Debug` and every
 //! error name the parameter, never the value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// Where a parameter value came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct Params {
     metadata: BTreeMap<String, String>,
     auth: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
+    /// When set, every parameter name a scaler looks up (see [`Params::recording`]).
+    asked: Option<Arc<Mutex<BTreeSet<String>>>>,
 }
 
 impl fmt::Debug for Params {
@@ -73,7 +76,7 @@ impl fmt::Debug for Params {
             .field("metadata", &self.metadata)
             .field("auth", &self.auth.keys().collect::<Vec<_>>())
             .field("env", &self.env.keys().collect::<Vec<_>>())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +90,26 @@ impl Params {
             metadata,
             auth,
             env,
+            asked: None,
         }
+    }
+
+    /// These parameters, remembering from now on every name a scaler looks up: how tests
+    /// check that the parameter schema lists every parameter a scaler reads.
+    #[must_use]
+    pub fn recording(mut self) -> Self {
+        self.asked = Some(Arc::default());
+        self
+    }
+
+    /// The names looked up since [`Params::recording`] (empty when not recording).
+    pub fn asked(&self) -> BTreeSet<String> {
+        self.asked.as_ref().map_or_else(BTreeSet::new, |asked| {
+            asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
     }
 
     /// Only trigger metadata (tests, and scalers without authentication).
@@ -128,6 +150,12 @@ impl Params {
 
     /// The first non-empty (trimmed) value of `name` in `order`, with where it came from.
     pub fn find(&self, name: &str, order: &[Source]) -> Option<(Source, &str)> {
+        if let Some(asked) = &self.asked {
+            asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(name.to_owned());
+        }
         order.iter().find_map(|source| {
             let value = match source {
                 Source::Metadata => self.metadata.get(name),

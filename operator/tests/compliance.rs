@@ -82,6 +82,46 @@ fn every_known_trigger_type_has_a_fixture() {
 }
 
 #[tokio::test]
+async fn every_parameter_a_scaler_reads_is_declared_in_its_schema() {
+    let source: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let services = keda_operator::scalers::Services::new(
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap(),
+    );
+    let mut undeclared = Vec::new();
+    for (fixture, trigger_type) in every_type() {
+        let declared: BTreeSet<&str> = keda_operator::scalers::parameters(trigger_type)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.name)
+            .collect();
+        let valid = trigger::Trigger::new(fixture, trigger_type, 0, source);
+        let mut triggers = vec![valid.clone()];
+        triggers.extend(
+            fixture
+                .secrets(source)
+                .iter()
+                .map(|c| valid.clone().with_secret(c)),
+        );
+        for trigger in triggers {
+            let mut input = trigger.input();
+            input.params = input.params.recording();
+            let _ = keda_operator::scalers::build(&input, &services);
+            for name in input.params.asked() {
+                if !declared.contains(name.as_str()) {
+                    undeclared.push(format!("{trigger_type}: {name}"));
+                }
+            }
+        }
+    }
+    undeclared.sort();
+    undeclared.dedup();
+    assert!(
+        undeclared.is_empty(),
+        "parameters read but not declared with parameters! in the scaler's module: {undeclared:?}"
+    );
+}
+
+#[tokio::test]
 async fn metric_names_carry_the_index_stay_stable_and_pass_hpa_validation() {
     every_scaler_passes(Check::MetricNames).await;
 }

@@ -11,6 +11,7 @@ pub mod metrics_api;
 pub mod pooled;
 pub mod postgresql;
 pub mod redis;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,34 +227,48 @@ pub trait Scaler: Send + Sync + std::fmt::Debug {
 
 type Build = fn(&TriggerInput, &Services) -> Result<Box<dyn Scaler>, ScalerError>;
 
-/// Trigger type → constructor. Adding a scaler adds one line here.
-const REGISTRY: &[(&str, Build)] = &[
-    ("cpu", cpu_memory::build),
-    ("memory", cpu_memory::build),
-    ("cron", cron::build),
-    ("external", external::build),
-    ("external-push", external::build),
-    ("kubernetes-workload", kubernetes_workload::build),
-    ("metrics-api", metrics_api::build),
-    ("postgresql", postgresql::build),
-    ("redis", redis::build),
+/// Trigger type → constructor and parameter declarations. Adding a scaler adds one line here.
+const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
+    ("cpu", cpu_memory::build, &[]),
+    ("memory", cpu_memory::build, &[]),
+    ("cron", cron::build, &[]),
+    ("external", external::build, &[]),
+    ("external-push", external::build, &[]),
+    ("kubernetes-workload", kubernetes_workload::build, &[]),
+    ("metrics-api", metrics_api::build, &[]),
+    ("postgresql", postgresql::build, &[]),
+    ("redis", redis::build, redis::PARAMETERS),
 ];
+
+/// Every trigger type with the parameters it declares (for the generated schema).
+pub fn all_parameters() -> impl Iterator<Item = (&'static str, &'static [schema::Parameter])> {
+    REGISTRY
+        .iter()
+        .map(|(name, _, parameters)| (*name, *parameters))
+}
+
+/// The parameters a trigger type declares.
+pub fn parameters(trigger_type: &str) -> Option<&'static [schema::Parameter]> {
+    all_parameters()
+        .find(|(name, _)| *name == trigger_type)
+        .map(|(_, parameters)| parameters)
+}
 
 /// Builds the scaler for a trigger.
 pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
-    let (_, build) = REGISTRY
+    let (_, build, _) = REGISTRY
         .iter()
-        .find(|(name, _)| *name == input.trigger_type)
+        .find(|(name, _, _)| *name == input.trigger_type)
         .ok_or_else(|| ScalerError::UnknownType(input.trigger_type.clone()))?;
     build(input, services)
 }
 
 /// Whether a trigger type is known.
 pub fn is_known(trigger_type: &str) -> bool {
-    REGISTRY.iter().any(|(name, _)| *name == trigger_type)
+    REGISTRY.iter().any(|(name, _, _)| *name == trigger_type)
 }
 
 /// The trigger types this build supports.
 pub fn known_types() -> impl Iterator<Item = &'static str> {
-    REGISTRY.iter().map(|(name, _)| *name)
+    REGISTRY.iter().map(|(name, _, _)| *name)
 }

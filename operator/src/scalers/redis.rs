@@ -36,6 +36,38 @@ const COUNT_SCRIPT: &str = "local t = redis.call('TYPE', KEYS[1]).ok \
     if not cmd then return redis.error_reply('WRONGTYPE key is a ' .. t) end \
     return redis.call(cmd, KEYS[1])";
 
+crate::parameters! {
+    /// `host:port` of the server. Either this (or `addresses`, whose first entry is used) or
+    /// `host` and `port` is required.
+    "address": Text, optional, [Metadata, Auth, Env];
+    /// A comma-separated list of `host:port`; the first is used.
+    "addresses": List, optional, [Metadata, Auth, Env];
+    /// The server's host name, when `address` is not given.
+    "host": Text, optional, [Metadata, Env, Auth];
+    /// Comma-separated host names; the first is used.
+    "hosts": List, optional, [Metadata, Env, Auth];
+    /// The server's port, when `address` is not given.
+    "port": Integer, optional, [Metadata, Env, Auth];
+    /// Comma-separated ports, one per entry of `hosts`.
+    "ports": List, optional, [Metadata, Env, Auth];
+    /// The ACL user name.
+    "username": Text, optional, [Metadata, Env, Auth];
+    /// The password.
+    "password": Secret, optional, [Env, Auth];
+    /// The key whose length is read: a list (`LLEN`), a set, a sorted set or a hash.
+    "listName": Text, required, [Metadata];
+    /// The length per replica the HPA aims for; an integer greater than 0.
+    "listLength": Integer = "5", optional, [Metadata];
+    /// The trigger is active while the length is greater than this.
+    "activationListLength": Integer = "0", optional, [Metadata];
+    /// The database selected on the connection.
+    "databaseIndex": Integer = "0", optional, [Metadata];
+    /// Connect over TLS (not together with `tls` of a TriggerAuthentication).
+    "enableTLS": Bool = "false", optional, [Metadata];
+    /// `enable` or `disable`: TLS, set by a TriggerAuthentication.
+    "tls": Choice, optional, [Auth];
+}
+
 /// The parameters of a `redis` trigger.
 #[derive(Clone, PartialEq)]
 pub struct Metadata {

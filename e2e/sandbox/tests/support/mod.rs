@@ -123,6 +123,24 @@ impl Cluster {
                     .await
                     .unwrap();
             }
+            "TriggerAuthentication" => {
+                Api::<keda_operator_crd::TriggerAuthentication>::namespaced(
+                    self.client.clone(),
+                    namespace,
+                )
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+            }
+            "Secret" => {
+                Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                    self.client.clone(),
+                    namespace,
+                )
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .unwrap();
+            }
             other => panic!("apply of {other} not supported by the harness"),
         }
     }

@@ -1,0 +1,77 @@
+//! A server started by `external-scalers/scripts/test-server` for the life of a test: its
+//! ports are read from the script's `ready` line, and dropping the guard stops it (the script
+//! stops when its stdin closes, and its process group is signalled in case it hangs).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+/// A running test server.
+pub(crate) struct TestServer {
+    child: Child,
+    values: HashMap<String, String>,
+}
+
+impl TestServer {
+    /// Starts a server of `kind` (see the script's header) and waits until it is ready.
+    pub(crate) fn start(kind: &str) -> Self {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../external-scalers/scripts/test-server"
+        );
+        let script = std::path::Path::new(script);
+        let script = if script.exists() {
+            script.to_path_buf()
+        } else {
+            // From the sandbox crate, one level deeper.
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../external-scalers/scripts/test-server")
+        };
+        let mut child = Command::new(script)
+            .arg(kind)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(rest) = line.trim().strip_prefix("ready ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("test-server {kind} did not start (its log is on stderr above)");
+        };
+        let values = rest
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self { child, values }
+    }
+
+    /// A value of the `ready` line (`client`, `monitoring`, ...).
+    pub(crate) fn get(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .unwrap_or_else(|| panic!("the test server gave no {key}: {:?}", self.values))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Closing stdin stops the script, which stops its servers.
+        drop(self.child.stdin.take());
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
