@@ -12,6 +12,20 @@ use super::metrics_api::parse_quantity;
 use super::{MetricSpec, Reading, ResourceTarget, Scaler, ScalerError, Services, TriggerInput};
 use crate::params::{METADATA, ParamError};
 
+crate::parameters! {
+    /// No longer supported: a trigger that sets it is refused. Set the trigger's `metricType`
+    /// (`Utilization` or `AverageValue`) instead.
+    "type": Choice, optional, [Metadata];
+    /// The target, read according to the trigger's `metricType`, which must be set: with
+    /// `Utilization` a whole percentage of the pods' resource requests greater than 0 (`"60"`);
+    /// with `AverageValue` a Kubernetes quantity per pod greater than 0 (`"500m"` CPU, `"1Gi"`
+    /// memory). `Value` is not possible for resource metrics.
+    "value": Text, required, [Metadata];
+    /// The container whose usage is compared with the target (a `ContainerResource` metric);
+    /// when unset, the usage of all containers of each pod counts.
+    "containerName": Text, optional, [Metadata];
+}
+
 /// The parameters of a `cpu` or `memory` trigger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metadata {

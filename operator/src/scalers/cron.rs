@@ -20,6 +20,21 @@ use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError};
 
+crate::parameters! {
+    /// The cron schedule on which a window opens: five fields (minute, hour, day of month,
+    /// month, day of week), such as `"0 8 * * 1-5"` for 8:00 on weekdays.
+    "start": Text, required, [Metadata];
+    /// The cron schedule on which a window closes, in the same form as `start` (such as
+    /// `"0 18 * * 1-5"`); it must differ from `start`.
+    "end": Text, required, [Metadata];
+    /// The IANA time zone both schedules are read in, such as `Europe/Berlin` or `Etc/UTC`;
+    /// daylight saving changes are followed.
+    "timezone": Text, required, [Metadata];
+    /// The replica count the trigger asks for while a window is open; a whole number greater
+    /// than 0. Outside the windows the trigger is inactive.
+    "desiredReplicas": Integer, required, [Metadata];
+}
+
 /// The parameters of a `cron` trigger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metadata {

@@ -19,6 +19,23 @@ use crate::params::{METADATA, ParamError};
 /// Pods listed per request.
 const PAGE_SIZE: u32 = 200;
 
+crate::parameters! {
+    /// A label selector for the pods to count, as in `kubectl get pods -l`: comma-separated
+    /// requirements `key=value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`, `key` or
+    /// `!key`. Pods in the ScaledObject's namespace count unless they have finished (phase
+    /// `Succeeded` or `Failed`).
+    "podSelector": Text, required, [Metadata];
+    /// The target ratio of counted pods (or nodes) to replicas, a number greater than 0:
+    /// `"0.5"` asks for two replicas per counted pod. Optional (default 0) only when the
+    /// ScaledObject's `scalingModifiers` combine the triggers.
+    "value": Number, required, [Metadata];
+    /// The trigger is active while the count is greater than this; a finite number.
+    "activationValue": Number = "0", optional, [Metadata];
+    /// Count the distinct nodes running matching pods instead of the pods; pods not yet
+    /// scheduled on a node are left out.
+    "groupByNode": Bool = "false", optional, [Metadata];
+}
+
 /// The parameters of a `kubernetes-workload` trigger.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metadata {

@@ -27,6 +27,70 @@ const AUTH: &[Source] = &[Source::Auth];
 /// The largest response body read; a larger one is an error.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
+crate::parameters! {
+    /// The full `http://` or `https://` URL to GET, such as
+    /// `http://api.shop.svc:8080/api/v1/stats`.
+    "url": Text, required, [Metadata];
+    /// Where the value is in the response, by `format`: a GJSON path for `json`
+    /// (`components.worker.tasks`); dot-separated keys and list indexes for `yaml`; dot-separated
+    /// element names from the root, repeated elements by index, for `xml`; a series selector
+    /// such as `queue_depth{queue="orders"}` for `prometheus`.
+    "valueLocation": Text, required, [Metadata];
+    /// How the response body is read: `json`, `xml`, `yaml` or `prometheus` (the text
+    /// exposition format).
+    "format": Choice = "json", optional, [Metadata];
+    /// The value per replica the HPA aims for, a number greater than 0. Optional (default 0)
+    /// only when the ScaledObject's `scalingModifiers` combine the triggers.
+    "targetValue": Number, required, [Metadata];
+    /// The trigger is active while the value is greater than this; a finite number.
+    "activationTargetValue": Number = "0", optional, [Metadata];
+    /// Accept any server certificate over HTTPS (no verification).
+    "unsafeSsl": Bool = "false", optional, [Metadata];
+    /// How long one request may take: milliseconds (`"1500"`) or a duration (`"2s"`, `"500ms"`),
+    /// greater than 0. By default the operator's HTTP timeout (`KEDA_HTTP_DEFAULT_TIMEOUT`).
+    "timeout": Text, optional, [Metadata];
+    /// Not supported: `true` is refused; point `url` at one endpoint that serves the value.
+    "aggregateFromKubeServiceEndpoints": Bool = "false", optional, [Metadata];
+    /// Accepted for compatibility (`average`, `sum`, `max` or `min`, checked) but without
+    /// effect, since `aggregateFromKubeServiceEndpoints` is not supported.
+    "aggregationType": Choice, optional, [Metadata];
+    /// The authentication of the requests: a comma-separated list of `apiKey`, `basic`,
+    /// `bearer` and `tls` (`basic` and `bearer` exclude each other). Read before `authMode`.
+    "authModes": List, optional, [Metadata, Auth];
+    /// The older name of `authModes`, used when `authModes` is not given.
+    "authMode": List, optional, [Metadata, Auth];
+    /// The API key sent with `authModes: apiKey` (required then). It may be plain metadata, but
+    /// belongs in a TriggerAuthentication.
+    "apiKey": Secret, optional, [Metadata, Auth];
+    /// Where the API key is sent with `authModes: apiKey`: `header` or `query` (a query
+    /// parameter).
+    "method": Choice = "header", optional, [Metadata, Auth];
+    /// The header or query parameter that carries the API key; by default the header
+    /// `X-API-KEY`, or the query parameter `api_key` with `method: query`.
+    "keyParamName": Text, optional, [Metadata, Auth];
+    /// The user name of HTTP basic authentication (`authModes: basic`, required then), from a
+    /// TriggerAuthentication only.
+    "username": Secret, optional, [Auth];
+    /// The password of HTTP basic authentication (`authModes: basic`, optional), from a
+    /// TriggerAuthentication only.
+    "password": Secret, optional, [Auth];
+    /// The token sent as `Authorization: Bearer <token>` with `authModes: bearer`, from a
+    /// TriggerAuthentication only; used in place of `token` when both are given.
+    "bearerToken": Secret, optional, [Auth];
+    /// The bearer token (`authModes: bearer`; this or `bearerToken` is required then), from a
+    /// TriggerAuthentication only.
+    "token": Secret, optional, [Auth];
+    /// The PEM client certificate presented with `authModes: tls` (required then), from a
+    /// TriggerAuthentication only.
+    "cert": Secret, optional, [Auth];
+    /// The PEM private key of `cert` (`authModes: tls`, required then), from a
+    /// TriggerAuthentication only.
+    "key": Secret, optional, [Auth];
+    /// A PEM CA certificate trusted besides the system's (`authModes: tls`, required then),
+    /// from a TriggerAuthentication only.
+    "ca": Secret, optional, [Auth];
+}
+
 /// How the response body is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

@@ -229,13 +229,17 @@ type Build = fn(&TriggerInput, &Services) -> Result<Box<dyn Scaler>, ScalerError
 
 /// Trigger type → constructor and parameter declarations. Adding a scaler adds one line here.
 const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
-    ("cpu", cpu_memory::build, &[]),
-    ("memory", cpu_memory::build, &[]),
-    ("cron", cron::build, &[]),
-    ("external", external::build, &[]),
-    ("external-push", external::build, &[]),
-    ("kubernetes-workload", kubernetes_workload::build, &[]),
-    ("metrics-api", metrics_api::build, &[]),
+    ("cpu", cpu_memory::build, cpu_memory::PARAMETERS),
+    ("memory", cpu_memory::build, cpu_memory::PARAMETERS),
+    ("cron", cron::build, cron::PARAMETERS),
+    ("external", external::build, external::PARAMETERS),
+    ("external-push", external::build, external::PARAMETERS),
+    (
+        "kubernetes-workload",
+        kubernetes_workload::build,
+        kubernetes_workload::PARAMETERS,
+    ),
+    ("metrics-api", metrics_api::build, metrics_api::PARAMETERS),
     ("postgresql", postgresql::build, &[]),
     ("redis", redis::build, redis::PARAMETERS),
 ];

@@ -32,6 +32,26 @@ use crate::params::{METADATA, ParamError, Params, Source};
 /// TLS material is read from TriggerAuthentication parameters only.
 const AUTH_ONLY: &[Source] = &[Source::Auth];
 
+crate::parameters! {
+    /// The external scaler's gRPC address, `host:port` (a `dns:///` prefix is accepted; without
+    /// a port, 443). Every key of the trigger's metadata, this one included, is also sent to
+    /// the scaler as `scalerMetadata`, with `<name>FromEnv` keys carrying the variable's value.
+    "scalerAddress": Text, required, [Metadata];
+    /// Connect over TLS, trusting the system's CAs and `caCert`. TLS is also used whenever
+    /// `caCert` or `tlsClientCert` is given.
+    "enableTLS": Bool = "false", optional, [Metadata];
+    /// With TLS, accept any server certificate (no verification).
+    "unsafeSsl": Bool = "false", optional, [Metadata];
+    /// A PEM CA certificate trusted for the scaler's certificate, as text (not a file path),
+    /// from a TriggerAuthentication only; implies TLS.
+    "caCert": Secret, optional, [Auth];
+    /// A PEM client certificate chain presented to the scaler, as text, from a
+    /// TriggerAuthentication only; implies TLS and is used together with `tlsClientKey`.
+    "tlsClientCert": Secret, optional, [Auth];
+    /// The PEM private key of `tlsClientCert`, as text, from a TriggerAuthentication only.
+    "tlsClientKey": Secret, optional, [Auth];
+}
+
 /// The parameters of an `external` or `external-push` trigger.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Metadata {
