@@ -11,17 +11,17 @@ use std::path::Path;
 
 use keda_operator::scalers::{known_types, parameters, schema};
 
-/// Compares `generated` with the committed file, or rewrites it when `KEDA_RS_BLESS` is set.
+/// Compares `generated` with the committed file, or rewrites it when `KEDA_RS_REGENERATE` is set.
 fn current(file: &str, generated: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    if std::env::var_os("KEDA_RS_BLESS").is_some() {
+    if std::env::var_os("KEDA_RS_REGENERATE").is_some() {
         std::fs::write(&path, generated).unwrap();
         return;
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
-        "operator/{file} is out of date: run `KEDA_RS_BLESS=1 cargo test -p keda-operator \
+        "operator/{file} is out of date: run `KEDA_RS_REGENERATE=1 cargo test -p keda-operator \
          --test schema` and commit the result"
     );
 }

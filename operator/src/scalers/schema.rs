@@ -181,7 +181,7 @@ pub fn markdown() -> String {
         "# Trigger parameters\n\n\
          Generated from the scalers' parameter declarations (`operator/src/scalers/`); \
          `cargo test -p keda-operator --test schema` checks it is current and \
-         `KEDA_RS_BLESS=1` rewrites it. The same facts as JSON Schema: \
+         `KEDA_RS_REGENERATE=1` rewrites it. The same facts as JSON Schema: \
          [`scaler-parameters.schema.json`](scaler-parameters.schema.json).\n\n\
          Sources are looked at in the order given: the trigger's `metadata`, a \
          TriggerAuthentication's parameters, and the target container's environment \
