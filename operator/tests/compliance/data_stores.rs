@@ -441,7 +441,6 @@ impl Fixture for Redis {
             Invalid::Values(&[("activationListLength", "x")]),
             Invalid::Values(&[("databaseIndex", "-1")]),
             Invalid::Values(&[("enableTLS", "yes")]),
-            Invalid::Values(&[("enableTLS", "true")]),
             Invalid::Values(&[("address", "redis")]),
             Invalid::MetricType(Some(MetricTargetType::Utilization)),
         ]
