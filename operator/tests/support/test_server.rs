@@ -15,7 +15,10 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     /// Starts a server of `kind` (see the script's header) and waits until it is ready.
-    #[allow(dead_code, reason = "not every test file starts servers without arguments")]
+    #[allow(
+        dead_code,
+        reason = "not every test file starts servers without arguments"
+    )]
     pub(crate) fn start(kind: &str) -> Self {
         Self::start_with(kind, &[])
     }

@@ -189,9 +189,9 @@ impl fmt::Debug for Connection {
     }
 }
 
-/// `host:port`, `[v6]:port`.
-fn split_address(address: &str) -> Result<(String, u16), ParamError> {
-    let invalid = || ParamError::invalid("address", format!("{address:?} is not host:port"));
+/// `host:port`, `[v6]:port`, from the parameter `name`.
+fn split_address(name: &str, address: &str) -> Result<(String, u16), ParamError> {
+    let invalid = || ParamError::invalid(name, format!("{address:?} is not host:port"));
     let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -227,15 +227,15 @@ fn shown(host: &str, port: u16) -> String {
 
 /// The addresses: `address`/`addresses` (comma-separated), or `host(s)` with `port(s)`.
 fn addresses(params: &Params) -> Result<Vec<(String, u16)>, ScalerError> {
-    let address = params
-        .get("address", ADDRESS)
-        .or_else(|| params.get("addresses", ADDRESS));
-    if let Some(address) = address {
+    let address = ["address", "addresses"]
+        .into_iter()
+        .find_map(|name| params.get(name, ADDRESS).map(|value| (name, value)));
+    if let Some((name, address)) = address {
         return address
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|a| split_address(a).map_err(ScalerError::from))
+            .map(|a| split_address(name, a).map_err(ScalerError::from))
             .collect();
     }
     let hosts = list(params, ["host", "hosts"]);
@@ -292,18 +292,19 @@ fn tls(params: &Params) -> Result<Option<Tls>, ScalerError> {
     if !enabled {
         return Ok(None);
     }
-    if params.get("keyPassword", AUTH).is_some() {
+    if params.secret("keyPassword", AUTH)?.is_some() {
         return Err(ParamError::invalid(
             "keyPassword",
             "encrypted private keys are not supported; give key unencrypted",
         )
         .into());
     }
-    let ca = params.get("ca", AUTH).map(str::to_owned);
-    let cert = params
-        .get("cert", AUTH)
-        .or_else(|| params.get("Cert", AUTH));
-    let key = params.get("key", AUTH);
+    let ca = params.secret("ca", AUTH)?.map(str::to_owned);
+    let cert = match params.secret("cert", AUTH)? {
+        Some(cert) => Some(cert),
+        None => params.secret("Cert", AUTH)?,
+    };
+    let key = params.secret("key", AUTH)?;
     let client = match (cert, key) {
         (Some(cert), Some(key)) => Some((cert.to_owned(), key.to_owned())),
         (None, None) => None,

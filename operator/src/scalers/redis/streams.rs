@@ -641,7 +641,7 @@ mod tests {
             (
                 "redis-cluster-streams",
                 &[("addresses", "a:1,b"), ("stream", "s")],
-                "parameter \"address\": \"b\" is not host:port",
+                "parameter \"addresses\": \"b\" is not host:port",
             ),
             (
                 "redis-streams",
