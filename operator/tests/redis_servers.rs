@@ -65,7 +65,28 @@ fn command(args: &[&str]) -> redis::Cmd {
     cmd
 }
 
+/// Takes the trigger's pushes, runs `write` a moment later, and waits for a push (nothing
+/// reads the trigger meanwhile).
+async fn push_after(scaler: &dyn Scaler, write: impl Future<Output = ()> + Send + 'static) {
+    let mut pushes = scaler
+        .activity_pushes()
+        .expect("activationPush gives pushes");
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        write.await;
+    });
+    tokio::time::timeout(Duration::from_secs(20), pushes.next())
+        .await
+        .expect("a push within 20 s")
+        .expect("the push stream is open");
+    writer.await.unwrap();
+}
+
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one server, one scenario step by step"
+)]
 async fn a_cluster_is_read_on_the_node_that_holds_each_key() {
     let server = TestServer::start("redis-cluster");
     let addresses = server.get("addresses").to_owned();
@@ -159,6 +180,32 @@ async fn a_cluster_is_read_on_the_node_that_holds_each_key() {
     );
     assert_eq!(services.redis.clients(), 1);
 
+    // A push from the node that holds a new stream, on a cluster connection of its own.
+    let watched_key = unique("pushed-stream");
+    let push_trigger = scalers::build(
+        &input(
+            "redis-cluster-streams",
+            &[
+                ("addresses", &addresses),
+                ("stream", &watched_key),
+                ("activationPush", "true"),
+            ],
+            &[],
+        ),
+        &services,
+    )
+    .unwrap();
+    let mut cluster_writer = cluster.clone();
+    let key = watched_key.clone();
+    push_after(&*push_trigger, async move {
+        let _: String = command(&["XADD", &key, "*", "k", "v"])
+            .query_async(&mut cluster_writer)
+            .await
+            .unwrap();
+    })
+    .await;
+    drop(push_trigger);
+
     // The cluster goes away: errors, never 0.
     drop(server);
     let error = read(&*length).await.unwrap_err();
@@ -170,6 +217,10 @@ async fn a_cluster_is_read_on_the_node_that_holds_each_key() {
 }
 
 #[tokio::test]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one server, one scenario step by step"
+)]
 async fn a_sentinel_names_the_master_that_is_read() {
     let server = TestServer::start("redis-sentinel");
     let master = server.get("master").to_owned();
@@ -222,6 +273,37 @@ async fn a_sentinel_names_the_master_that_is_read() {
     )
     .unwrap();
     assert_eq!(read(&*streams).await.unwrap().value, 1.0);
+
+    // Pushes from the keyspace notifications of the master the sentinel names.
+    let () = command(&["CONFIG", "SET", "notify-keyspace-events", "Kl"])
+        .query_async(&mut db)
+        .await
+        .unwrap();
+    let watched_key = unique("sentinel-pushed");
+    let push_trigger = scalers::build(
+        &input(
+            "redis-sentinel",
+            &[
+                ("addresses", &sentinel),
+                ("sentinelMaster", "mymaster"),
+                ("listName", &watched_key),
+                ("activationPush", "true"),
+            ],
+            &[],
+        ),
+        &services,
+    )
+    .unwrap();
+    let mut writer = db.clone();
+    let key = watched_key.clone();
+    push_after(&*push_trigger, async move {
+        let _: i64 = command(&["LPUSH", &key, "x"])
+            .query_async(&mut writer)
+            .await
+            .unwrap();
+    })
+    .await;
+    drop(push_trigger);
 
     // A master the sentinel does not know is an error naming it.
     let unknown = scalers::build(
@@ -358,7 +440,7 @@ async fn keyspace_notifications_push_an_activation_without_a_poll() {
         .query_async(&mut db)
         .await
         .unwrap();
-    let list = unique("pushed-list");
+    let list = unique("watched_key-list");
     let services = services();
     let scaler = scalers::build(
         &input(

@@ -803,6 +803,37 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_no_secret() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let key = key.serialize_pem();
+        let params = Params::from_metadata([
+            ("addresses", "a:1,b:2"),
+            ("sentinelMaster", "m"),
+            ("enableTLS", "true"),
+        ])
+        .with_auth([
+            ("password", "master-secret"),
+            ("sentinelPassword", "sentinel-secret"),
+            ("cert", cert.as_str()),
+            ("key", key.as_str()),
+            ("ca", cert.as_str()),
+        ]);
+        let connection = parse_connection(&params, Kind::Sentinel).unwrap();
+        assert_eq!(connection.sentinel.as_ref().unwrap().master, "m");
+        assert!(connection.tls.as_ref().unwrap().client.is_some());
+        let shown = format!("{connection:?} {:?}", Client::new(connection.clone()));
+        let key_line = key.lines().nth(1).unwrap();
+        for secret in ["master-secret", "sentinel-secret", key_line] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
     fn addresses_of_each_kind() {
         let params = Params::from_metadata([("addresses", "a:1, b:2,c:3")]);
         let cluster = parse_connection(&params, Kind::Cluster).unwrap();
