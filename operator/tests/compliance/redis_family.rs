@@ -128,6 +128,7 @@ fn answer(parts: &[String], addr: SocketAddr, value: i64) -> String {
                 "*-1\r\n".to_owned()
             }
         }
+        ("ROLE", _) => format!("*3\r\n{}:0\r\n*0\r\n", bulk("master")),
         ("EVAL" | "XLEN", _) => format!(":{value}\r\n"),
         ("XPENDING", _) => format!("*4\r\n:{value}\r\n$-1\r\n$-1\r\n*-1\r\n"),
         _ => format!("-ERR unknown command '{name}'\r\n"),

@@ -200,7 +200,7 @@ impl Shared {
         let timeout = self.timeout;
         let value = self
             .pooled
-            .coalesce(&format!("count {key}"), move |pooled| {
+            .coalesce(&format!("count {key:?}"), move |pooled| {
                 async move { count(pooled.client(), &key, timeout).await }.boxed()
             })
             .await?;

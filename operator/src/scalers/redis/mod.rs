@@ -57,6 +57,9 @@ macro_rules! connection_parameters {
             "keyPassword": Secret, optional, [Auth];
             /// `true`: besides polling, wait for the source to change on a connection of the
             /// trigger's own and act at once when it has become active (not a KEDA key).
+            /// Streams wait with `XREAD BLOCK`; keys (not on a cluster) wait for keyspace
+            /// notifications, which the server sends only when its `notify-keyspace-events`
+            /// includes `K` and the key's type (`Kl` for lists, `KA` for all).
             "activationPush": Bool = "false", optional, [Metadata];
             $($extra)*
             $($rest)*
@@ -657,12 +660,26 @@ impl Client {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(response));
-        let connection = self
+        let mut connection = self
             .server(timeout)
             .await?
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| self.error(&e))?;
+        if self.connection.kind == Kind::Sentinel {
+            // During a failover the sentinels may still name the old master.
+            let role: Vec<redis::Value> = redis::cmd("ROLE")
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| self.error(&e))?;
+            let master = matches!(role.first(), Some(redis::Value::BulkString(r)) if r.as_slice() == b"master");
+            if !master {
+                return Err(ScalerError::Source(format!(
+                    "{}: the server the sentinels name is not a master (yet)",
+                    self.shown
+                )));
+            }
+        }
         Ok(Conn::Single(connection))
     }
 

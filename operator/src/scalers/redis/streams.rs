@@ -296,11 +296,11 @@ struct Shared {
 impl Shared {
     async fn value(
         client: &Client,
-        metadata: &Metadata,
+        stream: &str,
+        mode: &Mode,
         timeout: Duration,
     ) -> Result<f64, ScalerError> {
-        let stream = &metadata.stream;
-        let value = match &metadata.mode {
+        let value = match mode {
             Mode::Length { .. } => length(client, stream, timeout).await?,
             Mode::Pending { group, .. } => pending(client, stream, group, timeout).await?,
             Mode::Lag { group, .. } => lag(client, stream, group, timeout).await?,
@@ -320,17 +320,18 @@ impl Shared {
 
     /// A read, joined with the same read of other triggers on the shared connection.
     async fn read(&self) -> Result<Reading, ScalerError> {
+        let stream = self.metadata.stream.clone();
         let question = match &self.metadata.mode {
-            Mode::Length { .. } => format!("xlen {}", self.metadata.stream),
-            Mode::Pending { group, .. } => format!("xpending {group} {}", self.metadata.stream),
-            Mode::Lag { group, .. } => format!("lag {group} {}", self.metadata.stream),
+            Mode::Length { .. } => format!("xlen {stream:?}"),
+            Mode::Pending { group, .. } => format!("xpending {stream:?} {group:?}"),
+            Mode::Lag { group, .. } => format!("lag {stream:?} {group:?}"),
         };
-        let metadata = self.metadata.clone();
+        let mode = self.metadata.mode.clone();
         let timeout = self.timeout;
         let value = self
             .pooled
             .coalesce(&question, move |pooled| {
-                async move { Self::value(pooled.client(), &metadata, timeout).await }.boxed()
+                async move { Self::value(pooled.client(), &stream, &mode, timeout).await }.boxed()
             })
             .await?;
         Ok(self.reading(value))
@@ -338,7 +339,14 @@ impl Shared {
 
     /// A read of its own (a read already running may have started before the change).
     async fn read_now(&self) -> Result<Reading, ScalerError> {
-        let value = Self::value(self.pooled.client(), &self.metadata, self.timeout).await?;
+        let metadata = &self.metadata;
+        let value = Self::value(
+            self.pooled.client(),
+            &metadata.stream,
+            &metadata.mode,
+            self.timeout,
+        )
+        .await?;
         Ok(self.reading(value))
     }
 
