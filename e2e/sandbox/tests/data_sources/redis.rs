@@ -4,8 +4,11 @@
 //! sentinel names the master at 127.0.0.1, so those two scenarios need the operator on this
 //! machine (kube-sim), not in a real cluster.
 
+use std::time::Duration;
+
 use serde_json::json;
 
+use crate::support::{Cluster, deployment, scaled_object};
 use crate::test_server::TestServer;
 use crate::{Scenario, ensure, source_host, zero_to_n_to_zero};
 
@@ -180,4 +183,43 @@ async fn redis_sentinel_streams_scales_zero_to_n_and_back_to_zero() {
         async move { fill_stream(&mut connection, &key, length).await }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_streams_push_activates_without_waiting_for_the_polling_interval() {
+    ensure("redis", 6379);
+    let key = format!("keda-rs-e2e:{}:pushed-stream", std::process::id());
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    fill_stream(&mut connection, &key, 0).await;
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("redis-push").await;
+    cluster.apply(&ns, deployment("worker", 0)).await;
+    let trigger = json!({"type": "redis-streams", "metadata": {
+        "address": format!("{}:6379", source_host()),
+        "stream": key,
+        "streamLength": "5",
+        "activationPush": "true",
+    }});
+    let mut so = scaled_object("worker", json!([trigger]), json!({}));
+    // Far longer than the test: only the push can activate the workload in time.
+    so["spec"]["pollingInterval"] = json!(600);
+    cluster.apply(&ns, so).await;
+    cluster
+        .wait_condition(&ns, "worker", "Ready", "True", Some("ScaledObjectReady"))
+        .await;
+    cluster
+        .hold_replicas(&ns, "worker", 0, Duration::from_secs(2))
+        .await;
+
+    let added = tokio::time::Instant::now();
+    fill_stream(&mut connection, &key, 3).await;
+    let took = cluster
+        .wait_replicas(&ns, "worker", 1, Duration::from_secs(20))
+        .await;
+    println!(
+        "redis-streams push activation: XADD → 1 replica in {:?} (pollingInterval 600 s)",
+        added.elapsed().min(took)
+    );
+    fill_stream(&mut connection, &key, 0).await;
 }
