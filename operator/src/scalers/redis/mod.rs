@@ -451,7 +451,7 @@ fn tls_client(
 
 /// A connection of either kind; both pipeline commands from many callers.
 #[derive(Clone)]
-pub enum Conn {
+enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -467,7 +467,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// The answer to `cmd` (an error reply is an error).
-    pub async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    async fn query<T: FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
         match self {
             Self::Single(c) => cmd.query_async(c).await,
             Self::Cluster(c) => cmd.query_async(c).await,
@@ -530,7 +530,7 @@ impl Client {
     }
 
     /// The shared client of `connection` in `pool`.
-    pub fn pooled(pool: &RedisPool, connection: &Connection) -> Arc<Pooled<Connection, Client>> {
+    fn pooled(pool: &RedisPool, connection: &Connection) -> Arc<Pooled<Connection, Client>> {
         pool.get(connection, || Self::new(connection.clone()))
     }
 
@@ -606,7 +606,7 @@ impl Client {
     }
 
     /// A client of the server to talk to (the master, for sentinels).
-    pub async fn server(&self, timeout: Duration) -> Result<redis::Client, ScalerError> {
+    async fn server(&self, timeout: Duration) -> Result<redis::Client, ScalerError> {
         let (host, port) = self.master(timeout).await?;
         tls_client(&host, port, self.settings(), self.connection.tls.as_ref())
             .map_err(|e| self.error(&e))
@@ -614,11 +614,7 @@ impl Client {
 
     /// A new connection, not shared: `response` bounds how long a command may wait for its
     /// answer (a blocking read needs more than the usual timeout).
-    pub async fn connect(
-        &self,
-        timeout: Duration,
-        response: Duration,
-    ) -> Result<Conn, ScalerError> {
+    async fn connect(&self, timeout: Duration, response: Duration) -> Result<Conn, ScalerError> {
         if self.connection.kind == Kind::Cluster {
             let nodes = self
                 .connection
@@ -695,7 +691,7 @@ impl Client {
 
     /// The server's answer to `cmd` on the shared connection (an error reply is `Ok(Err)`),
     /// on a new connection once more if the shared one broke.
-    pub async fn answer<T: FromRedisValue>(
+    async fn answer<T: FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
         timeout: Duration,
@@ -718,7 +714,7 @@ impl Client {
     }
 
     /// The answer to `cmd`; an error reply is an error.
-    pub async fn query<T: FromRedisValue>(
+    async fn query<T: FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
         timeout: Duration,
@@ -727,29 +723,25 @@ impl Client {
     }
 
     /// The text of an error of these servers.
-    pub fn describe(&self, error: &redis::RedisError) -> String {
+    fn describe(&self, error: &redis::RedisError) -> String {
         format!("{}: {}", self.shown, error_chain(error))
     }
 
     /// The servers, as errors name them.
-    pub fn servers(&self) -> &str {
+    fn servers(&self) -> &str {
         &self.shown
     }
 
-    pub fn kind(&self) -> Kind {
-        self.connection.kind
-    }
-
-    pub fn database(&self) -> i64 {
+    fn database(&self) -> i64 {
         self.connection.database
     }
 }
 
 /// Where a push session reports activations.
-pub(crate) type Activations = futures::channel::mpsc::Sender<()>;
+type Activations = futures::channel::mpsc::Sender<()>;
 
 /// Reports one activation; a report already waiting is enough.
-pub(crate) fn activate(activations: &mut Activations) {
+fn activate(activations: &mut Activations) {
     let _ = activations.try_send(());
 }
 
@@ -757,7 +749,7 @@ pub(crate) fn activate(activations: &mut Activations) {
 /// own and reports activations) again and again, 1 s after it ended, doubling up to 30 s
 /// while it keeps failing soon; ends when the scaler (the sender of `alive`) is dropped or the
 /// stream is.
-pub(crate) fn pushes<F, Fut>(
+fn pushes<F, Fut>(
     what: String,
     mut alive: tokio::sync::watch::Receiver<()>,
     mut session: F,
@@ -801,7 +793,7 @@ where
 }
 
 /// Completes when the scaler that owns `alive` is dropped.
-pub(crate) async fn dropped(alive: &mut tokio::sync::watch::Receiver<()>) {
+async fn dropped(alive: &mut tokio::sync::watch::Receiver<()>) {
     while alive.changed().await.is_ok() {}
 }
 
