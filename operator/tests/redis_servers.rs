@@ -360,17 +360,53 @@ fn authority() -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     (cert.pem(), rcgen::Issuer::new(params, key))
 }
 
+/// A CA, a server certificate for 127.0.0.1 in a folder as `test-server` takes it, and a
+/// client certificate; the folder goes with the value.
+struct Certificates {
+    dir: std::path::PathBuf,
+    ca: String,
+    client_cert: String,
+    client_key: String,
+}
+
+impl Certificates {
+    fn new() -> Self {
+        let (ca, issuer) = authority();
+        let (server_cert, server_key) = certificate(&["127.0.0.1", "localhost"], &issuer);
+        let (client_cert, client_key) = certificate(&["client"], &issuer);
+        let dir = std::env::temp_dir().join(unique("tls").replace(':', "-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), &ca).unwrap();
+        std::fs::write(dir.join("server.crt"), &server_cert).unwrap();
+        std::fs::write(dir.join("server.key"), &server_key).unwrap();
+        Self {
+            dir,
+            ca,
+            client_cert,
+            client_key,
+        }
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn tls_with_a_ca_a_client_certificate_or_no_verification() {
-    let (ca, issuer) = authority();
-    let (server_cert, server_key) = certificate(&["127.0.0.1", "localhost"], &issuer);
-    let (client_cert, client_key) = certificate(&["client"], &issuer);
-    let dir = std::env::temp_dir().join(unique("tls").replace(':', "-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.crt"), &ca).unwrap();
-    std::fs::write(dir.join("server.crt"), &server_cert).unwrap();
-    std::fs::write(dir.join("server.key"), &server_key).unwrap();
-    let server = TestServer::start_with("redis-tls", &[dir.to_str().unwrap()]);
+    let certificates = Certificates::new();
+    let (ca, client_cert, client_key) = (
+        &certificates.ca,
+        &certificates.client_cert,
+        &certificates.client_key,
+    );
+    let server = TestServer::start_with("redis-tls", &[certificates.dir()]);
     let address = server.get("address").to_owned();
     let services = services();
     let list = unique("tls-list");
@@ -381,16 +417,16 @@ async fn tls_with_a_ca_a_client_certificate_or_no_verification() {
     };
 
     // enableTLS with the CA: verified, and the list can be filled through the trigger's server.
-    let verified = with(&[("enableTLS", "true")], &[("ca", &ca)]);
+    let verified = with(&[("enableTLS", "true")], &[("ca", ca)]);
     assert_eq!(read(&*verified).await.unwrap().value, 0.0);
     // tls: enable in the TriggerAuthentication, with a client certificate.
     let mutual = with(
         &[],
         &[
             ("tls", "enable"),
-            ("ca", &ca),
-            ("cert", &client_cert),
-            ("key", &client_key),
+            ("ca", ca),
+            ("cert", client_cert),
+            ("key", client_key),
         ],
     );
     assert_eq!(read(&*mutual).await.unwrap().value, 0.0);
@@ -406,7 +442,7 @@ async fn tls_with_a_ca_a_client_certificate_or_no_verification() {
                 ("stream", &list),
                 ("enableTLS", "true"),
             ],
-            &[("ca", &ca)],
+            &[("ca", ca)],
         ),
         &services,
     )
@@ -422,13 +458,45 @@ async fn tls_with_a_ca_a_client_certificate_or_no_verification() {
     assert_eq!(read(&*plain).await.unwrap_err().category(), "source");
     // Differently configured TLS is a client of its own; the same settings share one (the
     // streams trigger and this one share the first): five clients.
-    let again = with(&[("enableTLS", "true")], &[("ca", &ca)]);
+    let again = with(&[("enableTLS", "true")], &[("ca", ca)]);
     assert_eq!(read(&*again).await.unwrap().value, 0.0);
     assert_eq!(services.redis.clients(), 5);
 
     drop(server);
     assert_eq!(read(&*verified).await.unwrap_err().category(), "source");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_cluster_over_tls() {
+    let certificates = Certificates::new();
+    let server = TestServer::start_with("redis-cluster", &[certificates.dir()]);
+    let addresses = server.get("addresses").to_owned();
+    let services = services();
+    let list = unique("tls-cluster-list");
+    let build = |metadata: &[(&str, &str)], auth: &[(&str, &str)]| {
+        let mut all = vec![
+            ("addresses", addresses.as_str()),
+            ("listName", list.as_str()),
+        ];
+        all.extend_from_slice(metadata);
+        scalers::build(&input("redis-cluster", &all, auth), &services).unwrap()
+    };
+    let verified = build(&[("enableTLS", "true")], &[("ca", &certificates.ca)]);
+    assert_eq!(read(&*verified).await.unwrap().value, 0.0);
+    let mutual = build(
+        &[],
+        &[
+            ("tls", "enable"),
+            ("ca", &certificates.ca),
+            ("cert", &certificates.client_cert),
+            ("key", &certificates.client_key),
+        ],
+    );
+    assert_eq!(read(&*mutual).await.unwrap().value, 0.0);
+    let unverified = build(&[("enableTLS", "true"), ("unsafeSsl", "true")], &[]);
+    assert_eq!(read(&*unverified).await.unwrap().value, 0.0);
+    let untrusted = build(&[("enableTLS", "true")], &[]);
+    assert_eq!(read(&*untrusted).await.unwrap_err().category(), "source");
 }
 
 #[tokio::test]
