@@ -305,6 +305,26 @@ async fn a_sentinel_names_the_master_that_is_read() {
     .await;
     drop(push_trigger);
 
+    // A sentinel that is down is skipped: the next one names the master.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let second = scalers::build(
+        &input(
+            "redis-sentinel",
+            &[
+                ("addresses", &format!("{closed},{sentinel}")),
+                ("sentinelMaster", "mymaster"),
+                ("listName", &list),
+            ],
+            &[],
+        ),
+        &services,
+    )
+    .unwrap();
+    assert_eq!(read(&*second).await.unwrap().value, 3.0);
+
     // A master the sentinel does not know is an error naming it.
     let unknown = scalers::build(
         &input(
