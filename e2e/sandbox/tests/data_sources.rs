@@ -18,6 +18,8 @@ mod support;
 mod postgresql;
 #[path = "data_sources/redis.rs"]
 mod redis;
+#[path = "../../../operator/tests/support/test_server.rs"]
+mod test_server;
 
 use std::future::Future;
 use std::time::Duration;

@@ -179,7 +179,7 @@ pub struct Services {
     pub external: Arc<external::ExternalPool>,
     /// Connections of the `postgresql` triggers, one per server, user and database.
     pub postgres: Arc<postgresql::PostgresPool>,
-    /// Connections of the `redis` triggers, one per server, credentials and database.
+    /// Connections of the Redis triggers, one per (kind, servers, credentials, database, TLS).
     pub redis: Arc<redis::RedisPool>,
 }
 
@@ -241,7 +241,36 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ),
     ("metrics-api", metrics_api::build, metrics_api::PARAMETERS),
     ("postgresql", postgresql::build, &[]),
-    ("redis", redis::build, redis::PARAMETERS),
+    (
+        "redis",
+        redis::list::build,
+        redis::list::standalone::PARAMETERS,
+    ),
+    (
+        "redis-cluster",
+        redis::list::build,
+        redis::list::cluster::PARAMETERS,
+    ),
+    (
+        "redis-sentinel",
+        redis::list::build,
+        redis::list::sentinel::PARAMETERS,
+    ),
+    (
+        "redis-streams",
+        redis::streams::build,
+        redis::streams::standalone::PARAMETERS,
+    ),
+    (
+        "redis-cluster-streams",
+        redis::streams::build,
+        redis::streams::cluster::PARAMETERS,
+    ),
+    (
+        "redis-sentinel-streams",
+        redis::streams::build,
+        redis::streams::sentinel::PARAMETERS,
+    ),
 ];
 
 /// Every trigger type with the parameters it declares (for the generated schema).

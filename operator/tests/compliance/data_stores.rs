@@ -63,10 +63,26 @@ fn list_name(source: SocketAddr) -> String {
     )
 }
 
+/// The stream a `redis-streams` trigger whose source listens at `source` reads.
+pub(crate) fn stream_name(source: SocketAddr) -> String {
+    format!(
+        "keda-rs-compliance-stream:{}:{}",
+        std::process::id(),
+        source.port()
+    )
+}
+
+/// The machine's Redis behind a recording proxy, with a stream of `value` entries.
+pub(crate) fn redis_stream_source() -> BoxFuture<'static, Option<Box<dyn Source>>> {
+    Box::pin(async { Some(Box::new(Store::start(Protocol::RedisStream).await) as Box<dyn Source>) })
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Postgres,
     Redis,
+    /// Redis, where the value is the length of a stream.
+    RedisStream,
 }
 
 #[derive(Default)]
@@ -111,7 +127,7 @@ impl Store {
                     .unwrap();
                 (tcp_addr_of_postgres(&config), Some(client), None)
             }
-            Protocol::Redis => {
+            Protocol::Redis | Protocol::RedisStream => {
                 let client = redis::Client::open(redis_url().as_str()).unwrap();
                 let upstream = match client.get_connection_info().addr() {
                     redis::ConnectionAddr::Tcp(host, port) => (host.as_str(), *port)
@@ -168,6 +184,40 @@ impl Store {
                     )
                     .await
                     .unwrap();
+            }
+            Protocol::RedisStream => {
+                let mut connection = self.redis.clone().unwrap();
+                let stream = stream_name(self.addr);
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&stream)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "the checks set small whole lengths"
+                )]
+                let length = value.round() as usize;
+                for _ in 0..length {
+                    let _: String = redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg("k")
+                        .arg("v")
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap();
+                }
+                if length > 0 {
+                    // The stream lives as long as the process's checks do.
+                    let _: i64 = redis::cmd("EXPIRE")
+                        .arg(&stream)
+                        .arg(600)
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap();
+                }
             }
             Protocol::Redis => {
                 let mut connection = self.redis.clone().unwrap();
@@ -251,7 +301,7 @@ async fn refuse(mut client: TcpStream, protocol: Protocol, state: Arc<Mutex<Prox
         n
     };
     match protocol {
-        Protocol::Redis => {
+        Protocol::Redis | Protocol::RedisStream => {
             if read(&mut client).await > 0 {
                 let _ = client
                     .write_all(
@@ -441,7 +491,6 @@ impl Fixture for Redis {
             Invalid::Values(&[("activationListLength", "x")]),
             Invalid::Values(&[("databaseIndex", "-1")]),
             Invalid::Values(&[("enableTLS", "yes")]),
-            Invalid::Values(&[("enableTLS", "true")]),
             Invalid::Values(&[("address", "redis")]),
             Invalid::MetricType(Some(MetricTargetType::Utilization)),
         ]

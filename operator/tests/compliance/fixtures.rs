@@ -102,7 +102,7 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 7] {
+pub(crate) fn all() -> [&'static dyn Fixture; 12] {
     [
         &CpuMemory,
         &Cron,
@@ -111,6 +111,11 @@ pub(crate) fn all() -> [&'static dyn Fixture; 7] {
         &MetricsApi,
         &crate::data_stores::Postgresql,
         &crate::data_stores::Redis,
+        &crate::redis_family::RedisStreams,
+        &crate::redis_family::RedisCluster,
+        &crate::redis_family::RedisSentinel,
+        &crate::redis_family::RedisClusterStreams,
+        &crate::redis_family::RedisSentinelStreams,
     ]
 }
 

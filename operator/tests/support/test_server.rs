@@ -15,7 +15,16 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     /// Starts a server of `kind` (see the script's header) and waits until it is ready.
+    #[allow(
+        dead_code,
+        reason = "not every test file starts servers without arguments"
+    )]
     pub(crate) fn start(kind: &str) -> Self {
+        Self::start_with(kind, &[])
+    }
+
+    /// Starts a server of `kind` with the arguments the kind takes (`redis-tls DIR`).
+    pub(crate) fn start_with(kind: &str, args: &[&str]) -> Self {
         let script = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../external-scalers/scripts/test-server"
@@ -30,6 +39,7 @@ impl TestServer {
         };
         let mut child = Command::new(script)
             .arg(kind)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .process_group(0)
