@@ -8,6 +8,7 @@ pub mod cron;
 pub mod external;
 pub mod kubernetes_workload;
 pub mod metrics_api;
+pub mod mysql;
 pub mod pooled;
 pub mod postgresql;
 pub mod redis;
@@ -177,6 +178,8 @@ pub struct Services {
     pub kube: kube::Client,
     /// Client connections of the `external` and `external-push` triggers.
     pub external: Arc<external::ExternalPool>,
+    /// Connections of the `mysql` triggers, one per server, credentials, database and TLS.
+    pub mysql: Arc<mysql::MysqlPool>,
     /// Connections of the `postgresql` triggers, one per server, user and database.
     pub postgres: Arc<postgresql::PostgresPool>,
     /// Connections of the `redis` triggers, one per server, credentials and database.
@@ -189,6 +192,7 @@ impl Services {
         Self {
             kube,
             external: Arc::default(),
+            mysql: Arc::default(),
             postgres: Arc::default(),
             redis: Arc::default(),
         }
@@ -236,6 +240,7 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ("external-push", external::build, &[]),
     ("kubernetes-workload", kubernetes_workload::build, &[]),
     ("metrics-api", metrics_api::build, &[]),
+    ("mysql", mysql::build, mysql::PARAMETERS),
     ("postgresql", postgresql::build, &[]),
     ("redis", redis::build, redis::PARAMETERS),
 ];

@@ -102,13 +102,14 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 7] {
+pub(crate) fn all() -> [&'static dyn Fixture; 8] {
     [
         &CpuMemory,
         &Cron,
         &External,
         &KubernetesWorkload,
         &MetricsApi,
+        &crate::mysql::Mysql,
         &crate::data_stores::Postgresql,
         &crate::data_stores::Redis,
     ]
