@@ -241,7 +241,7 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ("kubernetes-workload", kubernetes_workload::build, &[]),
     ("metrics-api", metrics_api::build, &[]),
     ("mysql", mysql::build, mysql::PARAMETERS),
-    ("postgresql", postgresql::build, &[]),
+    ("postgresql", postgresql::build, postgresql::PARAMETERS),
     ("redis", redis::build, redis::PARAMETERS),
 ];
 
