@@ -1,8 +1,8 @@
 //! The `mysql` trigger against the machine's real MariaDB (or `KEDA_TEST_MYSQL_URL`, a
 //! `mysql://user:password@host:port/db` URL): a count that grows past the activation
 //! threshold, column types, one shared connection and one query for a burst of reads, and
-//! errors when the server goes away or the query gives no number. Each test works on a table
-//! of its own.
+//! errors when the server goes away or the query gives no number; TLS from the DSN against a
+//! private server that requires it. Each test works on a table of its own.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,6 +16,8 @@
 
 #[path = "support/counting_proxy.rs"]
 mod counting_proxy;
+#[path = "support/test_server.rs"]
+mod test_server;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +29,7 @@ use keda_operator::scalers::{
 };
 use keda_operator_crd::MetricTargetType;
 use mysql_async::prelude::Queryable;
+use test_server::TestServer;
 
 /// Where the test server is.
 struct Server {
@@ -366,4 +369,36 @@ async fn a_server_that_is_down_is_an_error_never_zero_and_a_new_connection_follo
         "a new connection after the old one was closed"
     );
     db.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_from_the_connection_string_against_a_server_that_requires_it() {
+    let server = TestServer::start("mariadb-tls");
+    let port = server.get("port");
+    let services = services();
+    let read = |params: &str| {
+        let dsn = format!("root@tcp(127.0.0.1:{port})/test{params}");
+        let params = Params::from_metadata([
+            (
+                "query",
+                "SELECT VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS \
+                 WHERE VARIABLE_NAME = 'Ssl_cipher'",
+            ),
+            ("queryValue", "1"),
+        ])
+        .with_auth([("connectionString", dsn.as_str())]);
+        let scaler = scalers::build(&TriggerInput::new(0, "mysql", params), &services).unwrap();
+        async move { value(&*scaler).await.map(|r| r.value) }
+    };
+    // Encrypted, the certificate not checked.
+    assert_eq!(read("?tls=skip-verify").await, Ok(1.0));
+    // Without TLS the server refuses.
+    for params in ["", "?tls=false"] {
+        let error = read(params).await.unwrap_err();
+        assert_eq!(error.category(), "source", "{params}: {error}");
+    }
+    // Verified: the test CA is not a trusted root.
+    let error = read("?tls=true").await.unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
 }
