@@ -7,7 +7,7 @@
 //! it are one query. No error or `Debug` output shows the password or the connection string.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -15,6 +15,8 @@ use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, SslOpts, Value};
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
 
 use super::pooled::{Pool, Pooled};
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain};
@@ -30,9 +32,10 @@ const CONNECTION_PART: &[Source] = &[Source::Metadata, Source::Auth];
 
 crate::parameters! {
     /// A Go MySQL driver DSN, `user:password@tcp(host:port)/dbname?param=value`: either this
-    /// or `host` and `port` is required. Of its parameters, `tls` (`true`, `false`,
-    /// `skip-verify`) is used; the driver's client options are accepted and have no effect, and
-    /// any other parameter is set as a session variable (`SET name=value`) on connecting.
+    /// or `host` and `port` is required. Of its parameters, `tls` is used (`true`: verified
+    /// against the system's trust store, `skip-verify`: encrypted, not verified, `false`); the
+    /// driver's other client options are accepted and have no effect, and any other parameter
+    /// is set as a session variable (`SET name=value`) on connecting.
     "connectionString": Secret, optional, [Auth, Env];
     /// The user, when `connectionString` is not given.
     "username": Text, optional, [Metadata, Auth, Env];
@@ -96,7 +99,7 @@ const NO_EFFECT_OPTIONS: &[&str] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tls {
     Off,
-    /// Verified against the built-in web PKI roots.
+    /// Verified against the system's trust store.
     Verify,
     /// Encrypted, the certificate not checked (`skip-verify`).
     SkipVerify,
@@ -140,7 +143,16 @@ impl Server {
     fn opts(&self) -> Opts {
         let ssl = match self.tls {
             Tls::Off => None,
-            Tls::Verify => Some(SslOpts::default()),
+            Tls::Verify => Some(
+                SslOpts::default()
+                    .with_disable_built_in_roots(true)
+                    .with_root_certs(
+                        system_roots()
+                            .iter()
+                            .map(|der| der.as_ref().into())
+                            .collect(),
+                    ),
+            ),
             Tls::SkipVerify => Some(SslOpts::default().with_danger_accept_invalid_certs(true)),
         };
         OptsBuilder::default()
@@ -156,6 +168,23 @@ impl Server {
             .setup(self.session.clone())
             .into()
     }
+}
+
+/// The system's trust store (the certificates rustls accepts), read once: `tls=true` verifies
+/// against it, as Go's driver does.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for error in &loaded.errors {
+            tracing::debug!(%error, "could not read part of the system trust store");
+        }
+        loaded
+            .certs
+            .into_iter()
+            .filter(|cert| RootCertStore::empty().add(cert.clone()).is_ok())
+            .collect()
+    })
 }
 
 /// The parameters of a `mysql` trigger.
@@ -393,7 +422,7 @@ pub type MysqlPool = Pool<Server, Client>;
 /// One MySQL server and database as a set of triggers reads it: a connection made on first use
 /// and made again after it broke.
 pub struct Client {
-    opts: Opts,
+    server: Server,
     shown: String,
     connection: tokio::sync::Mutex<Option<Conn>>,
 }
@@ -419,7 +448,7 @@ impl Client {
         loop {
             let mut conn = match slot.take() {
                 Some(conn) => conn,
-                None => tokio::time::timeout(timeout, Conn::new(self.opts.clone()))
+                None => tokio::time::timeout(timeout, Conn::new(self.server.opts()))
                     .await
                     .map_err(|_| self.error("connecting timed out"))?
                     .map_err(|e| self.error(&error_chain(&e)))?,
@@ -484,7 +513,7 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
     let target_type = super::external_target_type(input)?;
     let metadata = parse(input)?;
     let pooled = services.mysql.get(&metadata.server, || Client {
-        opts: metadata.server.opts(),
+        server: metadata.server.clone(),
         shown: metadata.server.shown(),
         connection: tokio::sync::Mutex::new(None),
     });
