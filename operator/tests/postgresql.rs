@@ -411,6 +411,26 @@ async fn every_sslmode_against_a_server_that_requires_tls() {
             "{mode}: {error}"
         );
     }
+    // certuser logs in with its client certificate only.
+    let as_certuser = |client: &str| {
+        format!(
+            "host=localhost port={port} user=certuser dbname=postgres sslmode=verify-full \
+             sslrootcert={ca}{client}"
+        )
+    };
+    let with_certificate = format!(
+        " sslcert={} sslkey={}",
+        server.get("client_cert"),
+        server.get("client_key")
+    );
+    assert_eq!(
+        tls_read(&services, &as_certuser(&with_certificate)).await,
+        Ok(1.0)
+    );
+    let error = tls_read(&services, &as_certuser("")).await.unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+
     // The same by parts (no sslrootcert there: the system's trust store).
     let params = Params::from_metadata([
         (

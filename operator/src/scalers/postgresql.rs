@@ -42,9 +42,11 @@ crate::parameters! {
     /// The trigger is active while the value is greater than this.
     "activationTargetQueryValue": Number = "0", optional, [Metadata];
     /// A libpq connection string (`host=... port=... user=... password=... dbname=...
-    /// sslmode=... sslrootcert=...`) or a `postgresql://` URL. Either this or `host`, `port`,
+    /// sslmode=... sslrootcert=... sslcert=... sslkey=...`) or a `postgresql://` URL. Either this
+    /// or `host`, `port`,
     /// `userName`, `dbName` and `sslmode` is required. `sslmode` defaults to `prefer` here;
-    /// `sslrootcert` names a PEM file of CAs in the operator's container.
+    /// `sslrootcert` names a PEM file of CAs in the operator's container, `sslcert` and
+    /// `sslkey` PEM files of a client certificate and its (unencrypted) key.
     "connection": Secret, optional, [Auth, Env];
     /// The server's host name, when `connection` is not given.
     "host": Text, optional, [Auth, Metadata];
@@ -84,7 +86,8 @@ pub struct Metadata {
     /// `postgresql://` URL), or `host`, `port`, `userName`, `dbName`, `sslmode` (all required,
     /// from the TriggerAuthentication or the metadata) and `password` (optional, a secret, from
     /// the TriggerAuthentication or the environment). A connection string may also carry
-    /// `sslrootcert` (a CA file in the operator's container).
+    /// `sslrootcert` (a CA file in the operator's container) and `sslcert` with `sslkey` (a
+    /// client certificate).
     pub config: tokio_postgres::Config,
     /// TLS from `sslmode`: none for `disable` and `allow`.
     pub tls: Option<tls::Settings>,
@@ -178,9 +181,21 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         let mode = options.ssl_mode.as_deref().unwrap_or("prefer");
         let (ssl_mode, verify) = ssl_mode("connection", mode)?;
         config.ssl_mode(ssl_mode);
+        let client = match (options.cert, options.key) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            _ => {
+                return Err(ParamError::invalid(
+                    "connection",
+                    "sslcert and sslkey must be given together",
+                )
+                .into());
+            }
+        };
         let tls = verify.map(|verify| tls::Settings {
             verify,
             root_cert: options.root_cert.map(PathBuf::from),
+            client,
         });
         (config, tls)
     } else {
@@ -205,6 +220,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         let tls = verify.map(|verify| tls::Settings {
             verify,
             root_cert: None,
+            client: None,
         });
         (config, tls)
     };
@@ -247,9 +263,11 @@ fn ssl_mode(name: &str, mode: &str) -> Result<(SslMode, Option<tls::Verify>), Sc
 struct TlsOptions {
     ssl_mode: Option<String>,
     root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a connection string (`key=value` pairs, values
+/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string (`key=value` pairs, values
 /// optionally in single quotes with `\` escapes, or a `postgres[ql]://` URL with them in its
 /// query); returns the rest. Errors never quote the string.
 fn take_tls_options(text: &str) -> Result<(String, TlsOptions), String> {
@@ -261,6 +279,14 @@ fn take_tls_options(text: &str) -> Result<(String, TlsOptions), String> {
         }
         "sslrootcert" => {
             options.root_cert = Some(value);
+            true
+        }
+        "sslcert" => {
+            options.cert = Some(value);
+            true
+        }
+        "sslkey" => {
+            options.key = Some(value);
             true
         }
         _ => false,
@@ -1010,6 +1036,7 @@ mod tests {
             Some(tls::Settings {
                 verify: tls::Verify::Chain,
                 root_cert: Some("/etc/ca dir/ca.pem".into()),
+                client: None,
             })
         );
         assert_eq!(metadata.config.get_password(), Some(&b"it's a pw"[..]));
@@ -1027,6 +1054,7 @@ mod tests {
             Some(tls::Settings {
                 verify: tls::Verify::Full,
                 root_cert: Some("/ca.pem".into()),
+                client: None,
             })
         );
         let metadata = connection("postgres://db/work?sslmode=disable");
@@ -1038,9 +1066,21 @@ mod tests {
                 "host = db port=1".to_owned(),
                 TlsOptions {
                     ssl_mode: Some("require".to_owned()),
-                    root_cert: None
+                    ..TlsOptions::default()
                 }
             )
+        );
+        assert_eq!(
+            error(
+                Params::from_metadata([("query", "SELECT 1"), ("targetQueryValue", "1")])
+                    .with_auth([("connection", "host=db sslmode=require sslcert=/c.pem")])
+            ),
+            "parameter \"connection\": sslcert and sslkey must be given together"
+        );
+        let metadata = connection("host=db sslmode=require sslcert=/c.pem sslkey=/k.pem");
+        assert_eq!(
+            metadata.tls.and_then(|t| t.client),
+            Some(("/c.pem".into(), "/k.pem".into()))
         );
         assert!(take_tls_options("host").is_err());
         assert!(take_tls_options("host=db password=x\\").is_err());

@@ -2,7 +2,8 @@
 //! `sslmode`: `prefer` and `require` encrypt without checking the certificate (unless
 //! `sslrootcert` names a CA, which makes `require` act as `verify-ca`), `verify-ca` checks the
 //! chain, `verify-full` the chain and the host name. Without `sslrootcert` the chain is checked
-//! against the system's trust store, as pgx does; with it, against that file only.
+//! against the system's trust store, as pgx does; with it, against that file only. `sslcert`
+//! and `sslkey` present a client certificate.
 
 use std::fmt;
 use std::io;
@@ -18,7 +19,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
@@ -41,10 +42,12 @@ pub struct Settings {
     pub verify: Verify,
     /// `sslrootcert`: a PEM file of the CAs to trust instead of the system's.
     pub root_cert: Option<PathBuf>,
+    /// `sslcert` and `sslkey`: PEM files of a client certificate (chain) and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Settings {
-    /// The rustls configuration; reads `sslrootcert` (so only when connecting).
+    /// The rustls configuration; reads the files it names (so only when connecting).
     pub(super) fn client_config(&self) -> Result<ClientConfig, String> {
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -88,7 +91,19 @@ impl Settings {
                     .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
             }
         };
-        Ok(builder.with_no_client_auth())
+        match &self.client {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(|e| format!("sslcert {}: {e}", cert.display()))?;
+                let key_der = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("sslkey {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| format!("sslcert and sslkey: {e}"))
+            }
+        }
     }
 }
 
