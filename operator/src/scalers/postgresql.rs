@@ -408,9 +408,7 @@ impl Client {
             return Ok(client.clone());
         }
         *slot = None;
-        let mut config = self.config.clone();
-        config.connect_timeout(timeout);
-        let client = connect(&config, self.tls.as_ref(), &self.shown, timeout)
+        let client = connect(&self.config, self.tls.as_ref(), &self.shown, timeout)
             .await
             .map_err(|message| self.error(&message))?;
         let client = Arc::new(client);
@@ -1106,6 +1104,18 @@ mod tests {
                 .contains("sslrootcert /nonexistent/ca.pem"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn channel_names_are_quoted_as_written() {
+        assert_eq!(quote_identifier("jobs"), "\"jobs\"");
+        assert_eq!(quote_identifier("Eu \"Jobs\""), "\"Eu \"\"Jobs\"\"\"");
+        let metadata = parse(&input(parts(&[
+            ("sslmode", "disable"),
+            ("activationChannel", "new_jobs"),
+        ])))
+        .unwrap();
+        assert_eq!(metadata.activation_channel.as_deref(), Some("new_jobs"));
     }
 
     #[test]
