@@ -21,6 +21,8 @@ mod data_stores;
 mod fixtures;
 #[path = "compliance/mutants.rs"]
 mod mutants;
+#[path = "compliance/mysql.rs"]
+mod mysql;
 #[path = "compliance/redis_family.rs"]
 mod redis_family;
 #[path = "compliance/secrets.rs"]

@@ -1,7 +1,8 @@
 //! The `postgresql` trigger against the machine's real PostgreSQL (or
 //! `KEDA_TEST_POSTGRES_URL`): query results of each numeric type and activation, one shared
 //! connection and one query for a burst of reads, and errors when the server goes away or the
-//! query gives no number. Each test works on a table of its own.
+//! query gives no number; every `sslmode` against a private server that requires TLS; and the
+//! `activationChannel` push on NOTIFY. Each test works on a table of its own.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +16,8 @@
 
 #[path = "support/counting_proxy.rs"]
 mod counting_proxy;
+#[path = "support/test_server.rs"]
+mod test_server;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
@@ -25,7 +28,11 @@ use keda_operator::params::Params;
 use keda_operator::scalers::{
     self, MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput,
 };
+use std::time::Duration;
+
+use futures::StreamExt;
 use keda_operator_crd::MetricTargetType;
+use test_server::TestServer;
 use tokio_postgres::config::Host;
 
 /// Where the test server is.
@@ -331,4 +338,233 @@ async fn a_server_that_is_down_is_an_error_never_zero() {
     if let Some(password) = &server.password {
         assert!(!error.to_string().contains(password.as_str()));
     }
+}
+
+/// Reads `SELECT ssl FROM pg_stat_ssl` of its own connection (1 over TLS) through `connection`.
+async fn tls_read(services: &Services, connection: &str) -> Result<f64, ScalerError> {
+    let params = Params::from_metadata([
+        (
+            "query",
+            "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ),
+        ("targetQueryValue", "1"),
+    ])
+    .with_auth([("connection", connection)]);
+    let scaler = scalers::build(&TriggerInput::new(0, "postgresql", params), services)?;
+    value(&*scaler).await.map(|r| r.value)
+}
+
+#[tokio::test]
+async fn every_sslmode_against_a_server_that_requires_tls() {
+    let server = TestServer::start("postgres-tls");
+    let port = server.get("port");
+    let ca = server.get("ca");
+    let services = services();
+    let at = |host: &str, mode: &str, root: Option<&str>| {
+        let root = root.map_or(String::new(), |ca| format!(" sslrootcert={ca}"));
+        format!("host={host} port={port} user=postgres dbname=postgres sslmode={mode}{root}")
+    };
+
+    // Without TLS the server refuses.
+    for mode in ["disable", "allow"] {
+        let error = tls_read(&services, &at("127.0.0.1", mode, None))
+            .await
+            .unwrap_err();
+        assert_eq!(error.category(), "source", "{error}");
+        assert!(error.to_string().contains("no encryption"), "{error}");
+    }
+    // Encryption without checks; with a root certificate, require checks the chain.
+    assert_eq!(
+        tls_read(&services, &at("127.0.0.1", "prefer", None)).await,
+        Ok(1.0)
+    );
+    assert_eq!(
+        tls_read(&services, &at("127.0.0.1", "require", None)).await,
+        Ok(1.0)
+    );
+    assert_eq!(
+        tls_read(&services, &at("127.0.0.1", "require", Some(ca))).await,
+        Ok(1.0)
+    );
+    // verify-ca checks the chain only: the certificate is for localhost, not 127.0.0.1.
+    assert_eq!(
+        tls_read(&services, &at("127.0.0.1", "verify-ca", Some(ca))).await,
+        Ok(1.0)
+    );
+    assert_eq!(
+        tls_read(&services, &at("localhost", "verify-full", Some(ca))).await,
+        Ok(1.0)
+    );
+    let error = tls_read(&services, &at("127.0.0.1", "verify-full", Some(ca)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // The test CA is not in the system's trust store.
+    for mode in ["verify-ca", "verify-full"] {
+        let error = tls_read(&services, &at("localhost", mode, None))
+            .await
+            .unwrap_err();
+        assert_eq!(error.category(), "source", "{mode}: {error}");
+        assert!(
+            error.to_string().contains("UnknownIssuer"),
+            "{mode}: {error}"
+        );
+    }
+    // certuser logs in with its client certificate only.
+    let as_certuser = |client: &str| {
+        format!(
+            "host=localhost port={port} user=certuser dbname=postgres sslmode=verify-full \
+             sslrootcert={ca}{client}"
+        )
+    };
+    let with_certificate = format!(
+        " sslcert={} sslkey={}",
+        server.get("client_cert"),
+        server.get("client_key")
+    );
+    assert_eq!(
+        tls_read(&services, &as_certuser(&with_certificate)).await,
+        Ok(1.0)
+    );
+    let error = tls_read(&services, &as_certuser("")).await.unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+
+    // The same by parts (no sslrootcert there: the system's trust store).
+    let params = Params::from_metadata([
+        (
+            "query",
+            "SELECT ssl::int FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ),
+        ("targetQueryValue", "1"),
+        ("host", "127.0.0.1"),
+        ("port", port),
+        ("userName", "postgres"),
+        ("dbName", "postgres"),
+        ("sslmode", "require"),
+    ]);
+    let scaler = scalers::build(&TriggerInput::new(0, "postgresql", params), &services).unwrap();
+    assert_eq!(value(&*scaler).await.unwrap().value, 1.0);
+}
+
+/// The process id of the session that LISTENs on `channel`, once there is one.
+async fn listener_pid(db: &tokio_postgres::Client, channel: &str) -> i32 {
+    let listen = format!("LISTEN \"{channel}\"");
+    for _ in 0..600 {
+        let rows = db
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE query = $1",
+                &[&listen],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing LISTENs on {channel}");
+}
+
+/// Waits (a failure guard, not a timing check) for the next push.
+async fn pushed(pushes: &mut futures::stream::BoxStream<'static, ()>) {
+    let next = tokio::time::timeout(Duration::from_secs(60), pushes.next()).await;
+    assert_eq!(next, Ok(Some(())), "no push");
+}
+
+#[tokio::test]
+async fn a_notify_on_the_activation_channel_pushes_when_the_trigger_is_active() {
+    let server = server();
+    let db = db(&server).await;
+    let table = unique_table();
+    let reads = format!("{table}_reads");
+    db.batch_execute(&format!(
+        "CREATE TABLE {table} (id serial PRIMARY KEY); CREATE SEQUENCE {reads}"
+    ))
+    .await
+    .unwrap();
+    let services = services();
+    // Each read of the trigger advances the sequence.
+    let query = format!("SELECT (SELECT count(*) FROM {table}) + 0 * nextval('{reads}')");
+    let channel = format!("Keda Jobs {}", std::process::id());
+    let input = trigger(
+        0,
+        &server,
+        server.addr,
+        &query,
+        &[("activationChannel", &channel)],
+    );
+    let scaler = scalers::build(&input, &services).unwrap();
+    let without =
+        scalers::build(&trigger(1, &server, server.addr, &query, &[]), &services).unwrap();
+    assert!(without.activity_pushes().is_none());
+    let mut pushes = scaler.activity_pushes().unwrap();
+    let read_count = async || -> i64 {
+        db.query_one(
+            &format!("SELECT last_value * is_called::int FROM {reads}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+
+    // Listening starts when the stream is polled.
+    let mut next = pushes.next();
+    tokio::select! {
+        item = &mut next => panic!("pushed before any NOTIFY: {item:?}"),
+        pid = listener_pid(&db, &channel) => assert!(pid > 0),
+    }
+    // Inactive (0 rows): a NOTIFY reads the query but pushes nothing.
+    db.execute("SELECT pg_notify($1, 'one')", &[&channel])
+        .await
+        .unwrap();
+    let until_read = async {
+        while read_count().await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        item = &mut next => panic!("pushed while inactive: {item:?}"),
+        () = until_read => {}
+    }
+    // Active: the next NOTIFY pushes.
+    db.batch_execute(&format!("INSERT INTO {table} DEFAULT VALUES"))
+        .await
+        .unwrap();
+    db.execute("SELECT pg_notify($1, 'two')", &[&channel])
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), next).await,
+        Ok(Some(())),
+        "no push"
+    );
+    assert_eq!(read_count().await, 2);
+
+    // The listening connection is killed: it comes back, reads once for what it missed (the
+    // trigger is active, so that pushes), and NOTIFY pushes again.
+    let pid = listener_pid(&db, &channel).await;
+    db.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    pushed(&mut pushes).await;
+    let again = listener_pid(&db, &channel).await;
+    assert_ne!(again, pid);
+    db.execute("SELECT pg_notify($1, 'three')", &[&channel])
+        .await
+        .unwrap();
+    pushed(&mut pushes).await;
+    assert_eq!(read_count().await, 4);
+
+    // Dropping the scaler ends the stream.
+    drop(scaler);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(60), pushes.next()).await,
+        Ok(None)
+    );
+    db.batch_execute(&format!("DROP TABLE {table}; DROP SEQUENCE {reads}"))
+        .await
+        .unwrap();
 }

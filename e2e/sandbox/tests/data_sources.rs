@@ -14,6 +14,8 @@
 
 mod support;
 
+#[path = "data_sources/mysql.rs"]
+mod mysql;
 #[path = "data_sources/postgresql.rs"]
 mod postgresql;
 #[path = "data_sources/redis.rs"]

@@ -8,6 +8,7 @@ pub mod cron;
 pub mod external;
 pub mod kubernetes_workload;
 pub mod metrics_api;
+pub mod mysql;
 pub mod pooled;
 pub mod postgresql;
 pub mod redis;
@@ -177,6 +178,8 @@ pub struct Services {
     pub kube: kube::Client,
     /// Client connections of the `external` and `external-push` triggers.
     pub external: Arc<external::ExternalPool>,
+    /// Connections of the `mysql` triggers, one per server, credentials, database and TLS.
+    pub mysql: Arc<mysql::MysqlPool>,
     /// Connections of the `postgresql` triggers, one per server, user and database.
     pub postgres: Arc<postgresql::PostgresPool>,
     /// Connections of the Redis triggers, one per (kind, servers, credentials, database, TLS).
@@ -189,6 +192,7 @@ impl Services {
         Self {
             kube,
             external: Arc::default(),
+            mysql: Arc::default(),
             postgres: Arc::default(),
             redis: Arc::default(),
         }
@@ -240,7 +244,8 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
         kubernetes_workload::PARAMETERS,
     ),
     ("metrics-api", metrics_api::build, metrics_api::PARAMETERS),
-    ("postgresql", postgresql::build, &[]),
+    ("mysql", mysql::build, mysql::PARAMETERS),
+    ("postgresql", postgresql::build, postgresql::PARAMETERS),
     (
         "redis",
         redis::list::build,

@@ -3,12 +3,15 @@
 //! The query must return one column; the value is that column of the first row, read from any
 //! integer, floating-point or `numeric` column (or text holding a number). No row, `NULL`, or a
 //! value that is not a number is an error, never 0. Triggers reading the same server, user,
-//! password and database share one connection, and concurrent reads of the same query on it are
-//! one query. Connections are made without TLS: `sslmode` `disable`, `allow` and `prefer` are
-//! accepted, the modes that require TLS are refused when the trigger is built. No error or
-//! `Debug` output shows the password or the connection string.
+//! password, database and TLS settings share one connection, and concurrent reads of the same
+//! query on it are one query. `sslmode` has libpq's meaning (see [`tls`]); `disable` and
+//! `allow` connect without TLS. No error or `Debug` output shows the password or the connection
+//! string.
+
+mod tls;
 
 use std::fmt::{self, Write as _};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,43 @@ const SECRET: &[Source] = &[Source::Auth, Source::Env];
 /// Where `host`, `port`, `userName`, `dbName` and `sslmode` may come from (KEDA's order).
 const CONNECTION_PART: &[Source] = &[Source::Auth, Source::Metadata];
 
+crate::parameters! {
+    /// SQL returning one numeric column, for example
+    /// `SELECT count(*) FROM jobs WHERE state = 'ready'`.
+    "query": Text, required, [Metadata];
+    /// The value per replica the HPA aims for; a number greater than 0. Required unless the
+    /// ScaledObject's scalingModifiers combine the triggers.
+    "targetQueryValue": Number, optional, [Metadata];
+    /// The trigger is active while the value is greater than this.
+    "activationTargetQueryValue": Number = "0", optional, [Metadata];
+    /// A libpq connection string (`host=... port=... user=... password=... dbname=...
+    /// sslmode=... sslrootcert=... sslcert=... sslkey=...`) or a `postgresql://` URL. Either this
+    /// or `host`, `port`,
+    /// `userName`, `dbName` and `sslmode` is required. `sslmode` defaults to `prefer` here;
+    /// `sslrootcert` names a PEM file of CAs in the operator's container, `sslcert` and
+    /// `sslkey` PEM files of a client certificate and its (unencrypted) key.
+    "connection": Secret, optional, [Auth, Env];
+    /// The server's host name, when `connection` is not given.
+    "host": Text, optional, [Auth, Metadata];
+    /// The server's port, when `connection` is not given.
+    "port": Integer, optional, [Auth, Metadata];
+    /// The user, when `connection` is not given.
+    "userName": Text, optional, [Auth, Metadata];
+    /// The database, when `connection` is not given.
+    "dbName": Text, optional, [Auth, Metadata];
+    /// When `connection` is not given: `disable` or `allow` (no TLS), `prefer` (TLS when the
+    /// server offers it), `require` (TLS, certificate not checked), `verify-ca` (the chain
+    /// checked against the system's trust store) or `verify-full` (the chain and the host
+    /// name).
+    "sslmode": Choice, optional, [Auth, Metadata];
+    /// The user's password, when `connection` is not given.
+    "password": Secret, optional, [Auth, Env];
+    /// Not in KEDA: a channel name (case-sensitive, used as written). The trigger LISTENs on
+    /// it over a connection of its own; each NOTIFY on it reads the query at once, and when the
+    /// trigger is active the scale loop acts without waiting for the polling interval.
+    "activationChannel": Text, optional, [Metadata];
+}
+
 /// The parameters of a `postgresql` trigger.
 #[derive(Clone)]
 pub struct Metadata {
@@ -45,8 +85,16 @@ pub struct Metadata {
     /// `host=... port=... user=... password=... dbname=... sslmode=...` or a
     /// `postgresql://` URL), or `host`, `port`, `userName`, `dbName`, `sslmode` (all required,
     /// from the TriggerAuthentication or the metadata) and `password` (optional, a secret, from
-    /// the TriggerAuthentication or the environment).
+    /// the TriggerAuthentication or the environment). A connection string may also carry
+    /// `sslrootcert` (a CA file in the operator's container) and `sslcert` with `sslkey` (a
+    /// client certificate).
     pub config: tokio_postgres::Config,
+    /// TLS from `sslmode`: none for `disable` and `allow`.
+    pub tls: Option<tls::Settings>,
+    /// `activationChannel` (optional, not in KEDA): a channel the trigger LISTENs on; each
+    /// NOTIFY on it makes the scale loop read the query at once instead of at the next polling
+    /// interval.
+    pub activation_channel: Option<String>,
 }
 
 impl fmt::Debug for Metadata {
@@ -59,6 +107,8 @@ impl fmt::Debug for Metadata {
                 &self.activation_target_query_value,
             )
             .field("server", &shown(&self.config))
+            .field("tls", &self.tls)
+            .field("activation_channel", &self.activation_channel)
             .finish_non_exhaustive()
     }
 }
@@ -105,9 +155,16 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         )
         .into());
     }
+    let activation_channel = params.get("activationChannel", METADATA).map(str::to_owned);
     let password = params.secret("password", SECRET)?;
-    let config = if let Some(connection) = params.secret("connection", SECRET)? {
-        let config = tokio_postgres::Config::from_str(connection).map_err(|e| {
+    let (config, tls) = if let Some(connection) = params.secret("connection", SECRET)? {
+        let (rest, options) = take_tls_options(connection).map_err(|message| {
+            ParamError::invalid(
+                "connection",
+                format!("is not a PostgreSQL connection string: {message}"),
+            )
+        })?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
             ParamError::invalid(
                 "connection",
                 format!(
@@ -120,10 +177,27 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         if config.get_hosts().is_empty() {
             return Err(ParamError::invalid("connection", "names no host").into());
         }
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(tls_not_supported("require"));
-        }
-        config
+        // libpq's default is prefer.
+        let mode = options.ssl_mode.as_deref().unwrap_or("prefer");
+        let (ssl_mode, verify) = ssl_mode("connection", mode)?;
+        config.ssl_mode(ssl_mode);
+        let client = match (options.cert, options.key) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            _ => {
+                return Err(ParamError::invalid(
+                    "connection",
+                    "sslcert and sslkey must be given together",
+                )
+                .into());
+            }
+        };
+        let tls = verify.map(|verify| tls::Settings {
+            verify,
+            root_cert: options.root_cert.map(PathBuf::from),
+            client,
+        });
+        (config, tls)
     } else {
         let host = params.require("host", CONNECTION_PART)?;
         let port = params.require("port", CONNECTION_PART)?;
@@ -132,23 +206,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
             .map_err(|_| ParamError::invalid("port", format!("{port:?} is not a port")))?;
         let user = params.require("userName", CONNECTION_PART)?;
         let database = params.require("dbName", CONNECTION_PART)?;
-        let ssl_mode = match params.require("sslmode", CONNECTION_PART)? {
-            "disable" | "allow" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            mode @ ("require" | "verify-ca" | "verify-full") => {
-                return Err(tls_not_supported(mode));
-            }
-            other => {
-                return Err(ParamError::invalid(
-                    "sslmode",
-                    format!(
-                        "{other:?} is not one of disable, allow, prefer, require, \
-                         verify-ca, verify-full"
-                    ),
-                )
-                .into());
-            }
-        };
+        let (ssl_mode, verify) = ssl_mode("sslmode", params.require("sslmode", CONNECTION_PART)?)?;
         let mut config = tokio_postgres::Config::new();
         config
             .host(host)
@@ -159,21 +217,157 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         if let Some(password) = password {
             config.password(password);
         }
-        config
+        let tls = verify.map(|verify| tls::Settings {
+            verify,
+            root_cert: None,
+            client: None,
+        });
+        (config, tls)
     };
     Ok(Metadata {
         query,
         target_query_value,
         activation_target_query_value,
         config,
+        tls,
+        activation_channel,
     })
 }
 
-fn tls_not_supported(mode: &str) -> ScalerError {
-    ScalerError::Config(format!(
-        "sslmode {mode:?} is not supported yet: connections to PostgreSQL are made without TLS \
-         (use disable, allow or prefer)"
-    ))
+/// tokio-postgres's mode and what TLS checks, for an `sslmode` (named `name` in errors).
+fn ssl_mode(name: &str, mode: &str) -> Result<(SslMode, Option<tls::Verify>), ScalerError> {
+    Ok(match mode {
+        "disable" | "allow" => (SslMode::Disable, None),
+        "prefer" => (SslMode::Prefer, Some(tls::Verify::Nothing)),
+        "require" => (SslMode::Require, Some(tls::Verify::Nothing)),
+        "verify-ca" => (SslMode::Require, Some(tls::Verify::Chain)),
+        "verify-full" => (SslMode::Require, Some(tls::Verify::Full)),
+        other => {
+            // A connection string's value is not shown: it is a secret.
+            let shown = if name == "sslmode" {
+                format!("{other:?} is not")
+            } else {
+                "its sslmode is not".to_owned()
+            };
+            return Err(ParamError::invalid(
+                name,
+                format!("{shown} one of disable, allow, prefer, require, verify-ca, verify-full"),
+            )
+            .into());
+        }
+    })
+}
+
+/// The TLS options of a connection string that tokio-postgres does not read itself.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TlsOptions {
+    ssl_mode: Option<String>,
+    root_cert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string (`key=value` pairs, values
+/// optionally in single quotes with `\` escapes, or a `postgres[ql]://` URL with them in its
+/// query); returns the rest. Errors never quote the string.
+fn take_tls_options(text: &str) -> Result<(String, TlsOptions), String> {
+    let mut options = TlsOptions::default();
+    let mut take = |key: &str, value: String| match key {
+        "sslmode" => {
+            options.ssl_mode = Some(value);
+            true
+        }
+        "sslrootcert" => {
+            options.root_cert = Some(value);
+            true
+        }
+        "sslcert" => {
+            options.cert = Some(value);
+            true
+        }
+        "sslkey" => {
+            options.key = Some(value);
+            true
+        }
+        _ => false,
+    };
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let Some((base, query)) = text.split_once('?') else {
+            return Ok((text.to_owned(), options));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if !take(key, percent_decode(value)?) {
+                kept.push(pair);
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok((rest, options));
+    }
+    let mut kept = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    loop {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut key = String::new();
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next_if(|(_, c)| *c == '=').is_none() {
+            return Err(format!("{key:?} has no '=' after it"));
+        }
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        let quoted = chars.next_if(|(_, c)| *c == '\'').is_some();
+        loop {
+            match chars.next() {
+                None if quoted => return Err(format!("the value of {key:?} has no closing quote")),
+                None => break,
+                Some((_, '\'')) if quoted => break,
+                Some((_, c)) if c.is_whitespace() && !quoted => break,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, c)) => value.push(c),
+                    None => return Err(format!("the value of {key:?} ends in '\\'")),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        }
+        let end = chars.peek().map_or(text.len(), |(i, _)| *i);
+        if !take(&key, value) {
+            kept.push(text[start..end].trim_end());
+        }
+    }
+    Ok((kept.join(" "), options))
+}
+
+/// `%XX` decoding of a URL query value.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let byte = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a bad %-escape")?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a %-escape that is not UTF-8".to_owned())
 }
 
 /// What makes two triggers share a connection: the whole configuration, as written
@@ -194,6 +388,7 @@ pub type PostgresPool = Pool<Key, Client>;
 /// first use and made again after it closed.
 pub struct Client {
     config: tokio_postgres::Config,
+    tls: Option<tls::Settings>,
     shown: String,
     connection: tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>,
 }
@@ -213,19 +408,9 @@ impl Client {
             return Ok(client.clone());
         }
         *slot = None;
-        let mut config = self.config.clone();
-        config.connect_timeout(timeout);
-        let (client, connection) =
-            tokio::time::timeout(timeout, config.connect(tokio_postgres::NoTls))
-                .await
-                .map_err(|_| self.error("connecting timed out"))?
-                .map_err(|e| self.error(&error_chain(&e)))?;
-        let shown = self.shown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(server = %shown, error = %error_chain(&error), "PostgreSQL connection ended");
-            }
-        });
+        let client = connect(&self.config, self.tls.as_ref(), &self.shown, timeout)
+            .await
+            .map_err(|message| self.error(&message))?;
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
@@ -259,6 +444,77 @@ impl Client {
             return Err(self.error("the query returned NaN"));
         }
         Ok(value)
+    }
+}
+
+/// A connection over TLS or not, its connection task spawned; notifications go to `notices`
+/// when given.
+async fn connect_with(
+    config: &tokio_postgres::Config,
+    tls: Option<&tls::Settings>,
+    shown: &str,
+    timeout: Duration,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> Result<tokio_postgres::Client, String> {
+    let mut config = config.clone();
+    config.connect_timeout(timeout);
+    let shown = shown.to_owned();
+    let connecting = async {
+        match tls {
+            None => {
+                let (client, connection) = config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                tokio::spawn(drive(connection, shown, notices));
+                Ok(client)
+            }
+            Some(settings) => {
+                let make = tls::MakeRustls(Arc::new(settings.client_config()?));
+                let (client, connection) =
+                    config.connect(make).await.map_err(|e| error_chain(&e))?;
+                tokio::spawn(drive(connection, shown, notices));
+                Ok(client)
+            }
+        }
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| "connecting timed out".to_owned())?
+}
+
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: Option<&tls::Settings>,
+    shown: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Client, String> {
+    connect_with(config, tls, shown, timeout, None).await
+}
+
+/// Runs a connection until it ends, passing its notifications on.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    shown: String,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                if let Some(notices) = &notices {
+                    let _ = notices.send(());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(server = %shown, error = %error_chain(&error), "PostgreSQL connection ended");
+                return;
+            }
+            None => return,
+        }
     }
 }
 
@@ -342,10 +598,11 @@ fn numeric(raw: &[u8]) -> Result<f64, Box<dyn std::error::Error + Sync + Send>> 
 pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
     let target_type = super::external_target_type(input)?;
     let metadata = parse(input)?;
-    let key = Key(format!("{:?}", PgKey(&metadata.config)));
+    let key = Key(format!("{:?} {:?}", PgKey(&metadata.config), metadata.tls));
     let shown = shown(&metadata.config);
     let pooled = services.postgres.get(&key, || Client {
         config: metadata.config.clone(),
+        tls: metadata.tls.clone(),
         shown,
         connection: tokio::sync::Mutex::new(None),
     });
@@ -355,6 +612,7 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
         timeout: input.http_timeout,
         pooled,
         metadata,
+        alive: tokio::sync::watch::channel(()).0,
     }))
 }
 
@@ -386,6 +644,29 @@ pub struct PostgresqlScaler {
     target_type: MetricTargetType,
     timeout: Duration,
     pooled: Arc<Pooled<Key, Client>>,
+    /// Dropped with the scaler, which ends its `activationChannel` listener.
+    alive: tokio::sync::watch::Sender<()>,
+}
+
+impl PostgresqlScaler {
+    /// Reads the query through the shared connection, joining a read already running.
+    async fn reading(
+        pooled: &Arc<Pooled<Key, Client>>,
+        query: &str,
+        activation: f64,
+        timeout: Duration,
+    ) -> Result<Reading, ScalerError> {
+        let owned = query.to_owned();
+        let value = pooled
+            .coalesce(query, move |pooled| {
+                async move { pooled.client().value(&owned, timeout).await }.boxed()
+            })
+            .await?;
+        Ok(Reading {
+            value,
+            active: value > activation,
+        })
+    }
 }
 
 impl fmt::Debug for PostgresqlScaler {
@@ -398,6 +679,28 @@ impl fmt::Debug for PostgresqlScaler {
 }
 
 impl Scaler for PostgresqlScaler {
+    fn activity_pushes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        let channel = self.metadata.activation_channel.clone()?;
+        let listener = Listener {
+            config: self.metadata.config.clone(),
+            tls: self.metadata.tls.clone(),
+            shown: shown(&self.metadata.config),
+            channel,
+            query: self.metadata.query.clone(),
+            activation: self.metadata.activation_target_query_value,
+            timeout: self.timeout,
+            pooled: self.pooled.clone(),
+            alive: self.alive.subscribe(),
+            listening: None,
+            wait: LISTEN_FIRST_WAIT,
+            reconnecting: false,
+        };
+        Some(Box::pin(futures::stream::unfold(
+            listener,
+            |mut listener| async move { listener.next().await.map(|()| ((), listener)) },
+        )))
+    }
+
     fn metric_specs(&self) -> Vec<MetricSpec> {
         vec![MetricSpec::External {
             name: self.name.clone(),
@@ -411,19 +714,140 @@ impl Scaler for PostgresqlScaler {
             if metric != self.name {
                 return Err(ScalerError::NoSuchMetric(metric.to_owned()));
             }
-            let query = self.metadata.query.clone();
-            let timeout = self.timeout;
-            let value = self
-                .pooled
-                .coalesce(&query.clone(), move |pooled| {
-                    async move { pooled.client().value(&query, timeout).await }.boxed()
-                })
-                .await?;
-            Ok(Reading {
-                value,
-                active: value > self.metadata.activation_target_query_value,
-            })
+            Self::reading(
+                &self.pooled,
+                &self.metadata.query,
+                self.metadata.activation_target_query_value,
+                self.timeout,
+            )
+            .await
         })
+    }
+}
+
+/// `activationChannel`: a dedicated connection that LISTENs on the channel. Each NOTIFY (a burst
+/// counts once) reads the query; when the trigger is active, the stream yields. The connection
+/// is made again after it breaks (waits from 1 s doubling to 30 s, each failure logged), and
+/// the query is read once after each reconnection, for notifications sent in between.
+struct Listener {
+    config: tokio_postgres::Config,
+    tls: Option<tls::Settings>,
+    shown: String,
+    channel: String,
+    query: String,
+    activation: f64,
+    timeout: Duration,
+    pooled: Arc<Pooled<Key, Client>>,
+    alive: tokio::sync::watch::Receiver<()>,
+    /// The listening connection and its notifications.
+    listening: Option<(
+        tokio_postgres::Client,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    )>,
+    /// The wait before the next connection attempt.
+    wait: Duration,
+    /// Whether a connection was made before (so a notification may have been missed).
+    reconnecting: bool,
+}
+
+const LISTEN_FIRST_WAIT: Duration = Duration::from_secs(1);
+const LISTEN_MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Completes when the scaler is dropped.
+async fn dropped(alive: &mut tokio::sync::watch::Receiver<()>) {
+    while alive.changed().await.is_ok() {}
+}
+
+/// A quoted identifier: the channel name exactly as written.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Listener {
+    /// The next time the trigger was found active after a notification; `None` once the scaler
+    /// is gone.
+    async fn next(&mut self) -> Option<()> {
+        loop {
+            let Some((_, notices)) = self.listening.as_mut() else {
+                if self.listen().await? && self.active().await {
+                    return Some(());
+                }
+                continue;
+            };
+            let notice = tokio::select! {
+                () = dropped(&mut self.alive) => return None,
+                notice = notices.recv() => notice,
+            };
+            if notice.is_none() {
+                tracing::warn!(server = %self.shown, channel = %self.channel, "PostgreSQL LISTEN connection ended; listening again");
+                self.listening = None;
+                continue;
+            }
+            // A burst of notifications is one read.
+            while notices.try_recv().is_ok() {}
+            if self.active().await {
+                return Some(());
+            }
+        }
+    }
+
+    async fn active(&self) -> bool {
+        match PostgresqlScaler::reading(&self.pooled, &self.query, self.activation, self.timeout)
+            .await
+        {
+            Ok(reading) => reading.active,
+            // The next polling cycle reads again and reports the error.
+            Err(error) => {
+                tracing::debug!(server = %self.shown, %error, "read after a NOTIFY failed");
+                false
+            }
+        }
+    }
+
+    /// Waits if a previous attempt failed, then connects and LISTENs once: `Some(true)` when
+    /// listening again after a reconnection, `None` once the scaler is gone.
+    async fn listen(&mut self) -> Option<bool> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let listen = format!("LISTEN {}", quote_identifier(&self.channel));
+        let attempt = async {
+            let client = connect_with(
+                &self.config,
+                self.tls.as_ref(),
+                &self.shown,
+                self.timeout,
+                Some(tx),
+            )
+            .await?;
+            tokio::time::timeout(self.timeout, client.batch_execute(&listen))
+                .await
+                .map_err(|_| "LISTEN timed out".to_owned())?
+                .map_err(|e| error_chain(&e))?;
+            Ok::<_, String>(client)
+        };
+        let result = tokio::select! {
+            () = dropped(&mut self.alive) => return None,
+            result = attempt => result,
+        };
+        match result {
+            Ok(client) => {
+                self.listening = Some((client, rx));
+                self.wait = LISTEN_FIRST_WAIT;
+                let missed = self.reconnecting;
+                self.reconnecting = true;
+                Some(missed)
+            }
+            Err(error) => {
+                let wait = self.wait;
+                tracing::warn!(server = %self.shown, channel = %self.channel, %error, ?wait, "could not LISTEN on PostgreSQL; trying again");
+                self.wait = (wait * 2).min(LISTEN_MAX_WAIT);
+                self.reconnecting = true;
+                tokio::select! {
+                    () = dropped(&mut self.alive) => return None,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                Some(false)
+            }
+        }
     }
 }
 
@@ -537,10 +961,6 @@ mod tests {
                 "parameter \"sslmode\": \"often\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
             ),
             (
-                &[("sslmode", "verify-full")],
-                "sslmode \"verify-full\" is not supported yet: connections to PostgreSQL are made without TLS (use disable, allow or prefer)",
-            ),
-            (
                 &[("sslmode", "disable"), ("password", "plain")],
                 "parameter \"password\" is a secret and must come from a TriggerAuthentication or the container environment, not from metadata",
             ),
@@ -556,16 +976,146 @@ mod tests {
             Params::from_metadata([("query", "SELECT 1"), ("targetQueryValue", "1")])
                 .with_auth([("connection", text)])
         };
+        let bad = error(connection("host=db password=s3cret sslmode=sometimes"));
         assert_eq!(
-            error(connection("host=db password=s3cret sslmode=require")),
-            "sslmode \"require\" is not supported yet: connections to PostgreSQL are made without TLS (use disable, allow or prefer)"
+            bad,
+            "parameter \"connection\": its sslmode is not one of disable, allow, prefer, require, verify-ca, verify-full"
         );
-        let bad = error(connection("host=db password=s3cret sslmode=verify-full"));
+        let bad = error(connection("host=db password='s3cret"));
         assert!(
             bad.starts_with("parameter \"connection\": is not a PostgreSQL connection string"),
             "{bad}"
         );
         assert!(!bad.contains("s3cret"), "{bad}");
+        let bad = error(connection("host=db password=s3cret nonsense=1"));
+        assert!(
+            bad.starts_with("parameter \"connection\": is not a PostgreSQL connection string"),
+            "{bad}"
+        );
+        assert!(!bad.contains("s3cret"), "{bad}");
+    }
+
+    #[test]
+    fn ssl_modes_and_tls_options() {
+        let tls = |mode: &'static str| {
+            let metadata = parse(&input(parts(&[("sslmode", mode)]))).unwrap();
+            (
+                metadata.config.get_ssl_mode(),
+                metadata.tls.map(|t| t.verify),
+            )
+        };
+        assert_eq!(tls("disable"), (SslMode::Disable, None));
+        assert_eq!(tls("allow"), (SslMode::Disable, None));
+        assert_eq!(tls("prefer"), (SslMode::Prefer, Some(tls::Verify::Nothing)));
+        assert_eq!(
+            tls("require"),
+            (SslMode::Require, Some(tls::Verify::Nothing))
+        );
+        assert_eq!(
+            tls("verify-ca"),
+            (SslMode::Require, Some(tls::Verify::Chain))
+        );
+        assert_eq!(
+            tls("verify-full"),
+            (SslMode::Require, Some(tls::Verify::Full))
+        );
+
+        let connection = |text: &'static str| {
+            let params = Params::from_metadata([("query", "SELECT 1"), ("targetQueryValue", "1")])
+                .with_auth([("connection", text)]);
+            parse(&input(params)).unwrap()
+        };
+        let metadata = connection(
+            "host=db user=keda password='it\\'s a pw' sslmode=verify-ca sslrootcert='/etc/ca dir/ca.pem'",
+        );
+        assert_eq!(metadata.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(
+            metadata.tls,
+            Some(tls::Settings {
+                verify: tls::Verify::Chain,
+                root_cert: Some("/etc/ca dir/ca.pem".into()),
+                client: None,
+            })
+        );
+        assert_eq!(metadata.config.get_password(), Some(&b"it's a pw"[..]));
+        // libpq's default mode is prefer.
+        let metadata = connection("host=db user=keda");
+        assert_eq!(metadata.config.get_ssl_mode(), SslMode::Prefer);
+        assert_eq!(metadata.tls.map(|t| t.verify), Some(tls::Verify::Nothing));
+        let metadata = connection(
+            "postgresql://keda:pw@db:5433/work?sslmode=verify-full&application_name=k&sslrootcert=%2Fca.pem",
+        );
+        assert_eq!(shown(&metadata.config), "db:5433/work");
+        assert_eq!(metadata.config.get_application_name(), Some("k"));
+        assert_eq!(
+            metadata.tls,
+            Some(tls::Settings {
+                verify: tls::Verify::Full,
+                root_cert: Some("/ca.pem".into()),
+                client: None,
+            })
+        );
+        let metadata = connection("postgres://db/work?sslmode=disable");
+        assert_eq!(metadata.tls, None);
+
+        assert_eq!(
+            take_tls_options("host = db  sslmode =require port=1").unwrap(),
+            (
+                "host = db port=1".to_owned(),
+                TlsOptions {
+                    ssl_mode: Some("require".to_owned()),
+                    ..TlsOptions::default()
+                }
+            )
+        );
+        assert_eq!(
+            error(
+                Params::from_metadata([("query", "SELECT 1"), ("targetQueryValue", "1")])
+                    .with_auth([("connection", "host=db sslmode=require sslcert=/c.pem")])
+            ),
+            "parameter \"connection\": sslcert and sslkey must be given together"
+        );
+        let metadata = connection("host=db sslmode=require sslcert=/c.pem sslkey=/k.pem");
+        assert_eq!(
+            metadata.tls.and_then(|t| t.client),
+            Some(("/c.pem".into(), "/k.pem".into()))
+        );
+        assert!(take_tls_options("host").is_err());
+        assert!(take_tls_options("host=db password=x\\").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_root_certificate_is_a_source_error() {
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap(),
+        );
+        let params = Params::from_metadata([("query", "SELECT 1"), ("targetQueryValue", "1")])
+            .with_auth([(
+                "connection",
+                "host=127.0.0.1 port=9 user=keda sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+            )]);
+        let scaler = build(&input(params), &services).unwrap();
+        let error = scaler.read("s1-postgresql").await.unwrap_err();
+        assert_eq!(error.category(), "source");
+        assert!(
+            error
+                .to_string()
+                .contains("sslrootcert /nonexistent/ca.pem"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn channel_names_are_quoted_as_written() {
+        assert_eq!(quote_identifier("jobs"), "\"jobs\"");
+        assert_eq!(quote_identifier("Eu \"Jobs\""), "\"Eu \"\"Jobs\"\"\"");
+        let metadata = parse(&input(parts(&[
+            ("sslmode", "disable"),
+            ("activationChannel", "new_jobs"),
+        ])))
+        .unwrap();
+        assert_eq!(metadata.activation_channel.as_deref(), Some("new_jobs"));
     }
 
     #[test]

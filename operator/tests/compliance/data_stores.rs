@@ -412,7 +412,6 @@ impl Fixture for Postgresql {
             Invalid::Values(&[("activationTargetQueryValue", "NaN")]),
             Invalid::Values(&[("port", "big")]),
             Invalid::Values(&[("sslmode", "often")]),
-            Invalid::Values(&[("sslmode", "verify-full")]),
             Invalid::MetricType(Some(MetricTargetType::Utilization)),
         ]
     }

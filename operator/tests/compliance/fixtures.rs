@@ -102,13 +102,14 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 12] {
+pub(crate) fn all() -> [&'static dyn Fixture; 13] {
     [
         &CpuMemory,
         &Cron,
         &External,
         &KubernetesWorkload,
         &MetricsApi,
+        &crate::mysql::Mysql,
         &crate::data_stores::Postgresql,
         &crate::data_stores::Redis,
         &crate::redis_family::RedisStreams,

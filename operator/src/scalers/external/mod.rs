@@ -23,6 +23,9 @@ use keda_proto::externalscaler::{self as proto, GetMetricsRequest, ScaledObjectR
 use tokio::sync::watch;
 use tonic::codegen::http::Uri;
 
+/// TLS pieces other scalers' clients share: the ring provider, the system's trust store, and
+/// the verifier that accepts any certificate.
+pub(crate) use pool::{AcceptAnyCertificate, provider, system_roots};
 pub use pool::{ExternalPool, PushBackoff};
 
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};

@@ -227,7 +227,7 @@ fn channel(key: &Key, timeout: Duration) -> Result<Channel, ScalerError> {
 }
 
 /// The ring provider, the one TLS provider of this build.
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
@@ -235,7 +235,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The system's trust store, read once.
-fn system_roots() -> &'static RootCertStore {
+pub(crate) fn system_roots() -> &'static RootCertStore {
     static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let loaded = rustls_native_certs::load_native_certs();
@@ -311,7 +311,7 @@ fn client_config(tls: &Tls) -> Result<ClientConfig, ParamError> {
 /// `unsafeSsl`: any certificate chain and name is accepted (as Go's `InsecureSkipVerify`);
 /// the handshake signatures are still checked against the presented certificate.
 #[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
+pub(crate) struct AcceptAnyCertificate(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyCertificate {
     fn verify_server_cert(
