@@ -10,6 +10,7 @@ pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod pooled;
 pub mod postgresql;
+pub mod rabbitmq;
 pub mod redis;
 pub mod schema;
 
@@ -181,6 +182,9 @@ pub struct Services {
     pub postgres: Arc<postgresql::PostgresPool>,
     /// Connections of the `redis` triggers, one per server, credentials and database.
     pub redis: Arc<redis::RedisPool>,
+    /// AMQP connections and management API clients of the `rabbitmq` triggers, one per
+    /// broker, credentials and virtual host.
+    pub rabbitmq: Arc<rabbitmq::RabbitPools>,
 }
 
 impl Services {
@@ -191,6 +195,7 @@ impl Services {
             external: Arc::default(),
             postgres: Arc::default(),
             redis: Arc::default(),
+            rabbitmq: Arc::default(),
         }
     }
 }
@@ -237,6 +242,7 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ("kubernetes-workload", kubernetes_workload::build, &[]),
     ("metrics-api", metrics_api::build, &[]),
     ("postgresql", postgresql::build, &[]),
+    ("rabbitmq", rabbitmq::build, rabbitmq::PARAMETERS),
     ("redis", redis::build, redis::PARAMETERS),
 ];
 
