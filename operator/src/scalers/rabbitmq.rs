@@ -14,8 +14,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use amqprs::channel::QueueDeclareArguments;
+use amqprs::callbacks::ChannelCallback;
+use amqprs::channel::{Channel, QueueDeclareArguments};
 use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
@@ -515,6 +517,50 @@ impl AmqpKey {
     }
 }
 
+/// Keeps the broker's reason when it closes a channel (a passive declare of a queue that does
+/// not exist closes the channel with 404).
+#[derive(Clone, Default)]
+struct CloseReason(Arc<std::sync::Mutex<Option<(u16, String)>>>);
+
+impl CloseReason {
+    fn take(&self) -> Option<(u16, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelCallback for CloseReason {
+    async fn close(
+        &mut self,
+        _: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((close.reply_code(), close.reply_text().clone()));
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+
+    async fn publish_ack(&mut self, _: &Channel, _: Ack) {}
+
+    async fn publish_nack(&mut self, _: &Channel, _: Nack) {}
+
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+}
+
 /// The shared AMQP connections of `rabbitmq` triggers.
 pub type AmqpPool = Pool<AmqpKey, AmqpClient>;
 
@@ -565,8 +611,10 @@ impl AmqpClient {
         let mut retried = false;
         loop {
             let connection = self.connection(timeout).await?;
+            let reason = CloseReason::default();
             let declare = async {
                 let channel = connection.open_channel(None).await?;
+                channel.register_callback(reason.clone()).await?;
                 let declared = channel
                     .queue_declare(QueueDeclareArguments::new(queue).passive(true).finish())
                     .await;
@@ -586,14 +634,15 @@ impl AmqpClient {
                             continue;
                         }
                     }
-                    let text = error_chain(&error);
-                    return Err(if text.contains("NOT_FOUND") {
-                        self.error(&format!(
+                    return Err(match reason.take() {
+                        Some((404, _)) => self.error(&format!(
                             "queue {queue:?} does not exist in virtual host {:?}",
                             self.key.vhost
-                        ))
-                    } else {
-                        self.error(&format!("queue {queue:?}: {text}"))
+                        )),
+                        Some((code, text)) => {
+                            self.error(&format!("queue {queue:?}: the broker said {code} {text}"))
+                        }
+                        None => self.error(&format!("queue {queue:?}: {}", error_chain(&error))),
                     });
                 }
                 Err(_) => {
