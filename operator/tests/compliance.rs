@@ -21,10 +21,14 @@ mod data_stores;
 mod fixtures;
 #[path = "compliance/mutants.rs"]
 mod mutants;
+#[path = "compliance/rabbitmq.rs"]
+mod rabbitmq;
 #[path = "compliance/secrets.rs"]
 mod secrets;
 #[path = "compliance/sources.rs"]
 mod sources;
+#[path = "support/test_server.rs"]
+mod test_server;
 #[path = "compliance/trigger.rs"]
 mod trigger;
 

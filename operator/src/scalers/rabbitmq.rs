@@ -89,6 +89,8 @@ crate::parameters! {
     "cert": Secret, optional, [Auth];
     /// PEM private key of `cert`.
     "key": Secret, optional, [Auth];
+    /// The password of an encrypted `key`: not supported, a trigger that gives one is refused.
+    "keyPassword": Secret, optional, [Auth];
 }
 
 /// How the broker is asked.
@@ -273,6 +275,17 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     let queue_length = params.float("queueLength", METADATA, Some(0.0))?;
     let value = params.float("value", METADATA, Some(0.0))?;
     let mode = params.get("mode", METADATA).filter(|m| *m != "Unknown");
+    for (name, number) in [
+        ("activationValue", activation_value),
+        ("queueLength", queue_length),
+        ("value", value),
+    ] {
+        if !number.is_finite() {
+            return Err(
+                ParamError::invalid(name, format!("{number} is not a finite number")).into(),
+            );
+        }
+    }
 
     if params.get("keyPassword", AUTH).is_some() {
         return Err(config(
@@ -1334,6 +1347,10 @@ mod tests {
                     ("mode", "QueueLength"),
                 ],
                 "parameter \"value\": -1 must not be negative",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("activationValue", "inf")],
+                "parameter \"activationValue\": inf is not a finite number",
             ),
             (
                 &[HTTP, ("queueName", "q"), ("activationValue", "x")],

@@ -102,7 +102,7 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 7] {
+pub(crate) fn all() -> [&'static dyn Fixture; 8] {
     [
         &CpuMemory,
         &Cron,
@@ -110,6 +110,7 @@ pub(crate) fn all() -> [&'static dyn Fixture; 7] {
         &KubernetesWorkload,
         &MetricsApi,
         &crate::data_stores::Postgresql,
+        &crate::rabbitmq::RabbitMq,
         &crate::data_stores::Redis,
     ]
 }
