@@ -16,8 +16,12 @@ mod support;
 
 #[path = "data_sources/postgresql.rs"]
 mod postgresql;
+#[path = "data_sources/rabbitmq.rs"]
+mod rabbitmq;
 #[path = "data_sources/redis.rs"]
 mod redis;
+#[path = "../../../operator/tests/support/test_server.rs"]
+mod test_server;
 
 use std::future::Future;
 use std::time::Duration;
