@@ -440,3 +440,54 @@ async fn a_broker_that_is_down_is_an_error_never_zero() {
     let error = scaler.read(&name(&*scaler)).await.unwrap_err();
     assert_eq!(error.category(), "source", "{error}");
 }
+
+#[tokio::test]
+async fn http_triggers_share_a_client_and_a_burst_of_reads_is_one_request() {
+    let management: SocketAddr = management().trim_start_matches("http://").parse().unwrap();
+    let proxy = CountingProxy::start(management, b"GET /api/queues/").await;
+    let queue = unique("http-burst");
+    let (_connection, channel) = channel().await;
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 5).await;
+    let services = services();
+    let host = format!("http://guest:guest@{}/", proxy.addr);
+    let scalers: Vec<Box<dyn Scaler>> = (0..50)
+        .map(|i| {
+            scalers::build(
+                &trigger(i % 2, &host, &[("queueName", queue.as_str())]),
+                &services,
+            )
+            .unwrap()
+        })
+        .collect();
+    let names: Vec<String> = scalers.iter().map(|s| name(&**s)).collect();
+    assert_eq!(
+        proxy.connections(),
+        0,
+        "nothing connects when triggers are built"
+    );
+    assert_eq!(services.rabbitmq.http.clients(), 1);
+    assert_eq!(
+        read_until(&*scalers[0], |r| r.value == 5.0)
+            .await
+            .unwrap()
+            .value,
+        5.0
+    );
+    for _ in 0..2 {
+        let before = proxy.hits();
+        let readings = futures::future::join_all(
+            scalers
+                .iter()
+                .zip(&names)
+                .map(|(scaler, name)| scaler.read(name)),
+        )
+        .await;
+        for reading in readings {
+            assert_eq!(reading.unwrap().value, 5.0);
+        }
+        assert_eq!(proxy.hits() - before, 1, "one request per burst");
+    }
+    drop(scalers);
+    assert_eq!(services.rabbitmq.http.clients(), 0);
+}

@@ -91,6 +91,16 @@ crate::parameters! {
     "key": Secret, optional, [Auth];
     /// The password of an encrypted `key`: not supported, a trigger that gives one is refused.
     "keyPassword": Secret, optional, [Auth];
+    /// Azure AD Workload Identity (an application ID URI): not supported, a trigger that
+    /// gives one is refused.
+    "workloadIdentityResource": Text, optional, [Auth];
+    /// OAuth2 client credentials token endpoint: not supported, a trigger that gives it (or
+    /// `clientID`, `clientSecret`) is refused.
+    "oauthTokenURI": Text, optional, [Auth];
+    /// OAuth2 client ID: not supported (see `oauthTokenURI`).
+    "clientID": Text, optional, [Auth];
+    /// OAuth2 client secret: not supported (see `oauthTokenURI`).
+    "clientSecret": Secret, optional, [Auth];
 }
 
 /// How the broker is asked.
@@ -287,6 +297,21 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         }
     }
 
+    if params.get("workloadIdentityResource", AUTH).is_some() {
+        return Err(config(
+            "workloadIdentityResource (Azure AD Workload Identity) is not supported; use \
+             username and password",
+        ));
+    }
+    if ["oauthTokenURI", "clientID", "clientSecret"]
+        .iter()
+        .any(|name| params.get(name, AUTH).is_some())
+    {
+        return Err(config(
+            "OAuth2 (oauthTokenURI, clientID, clientSecret) is not supported; use username and \
+             password",
+        ));
+    }
     if params.get("keyPassword", AUTH).is_some() {
         return Err(config(
             "keyPassword (an encrypted client key) is not supported; give the key unencrypted",
@@ -1409,6 +1434,16 @@ mod tests {
         assert_eq!(
             error(base().with_auth([("tls", "enable"), ("cert", "c")])),
             "both key and cert must be given, or neither"
+        );
+        assert_eq!(
+            error(base().with_auth([("workloadIdentityResource", "api://rabbit")])),
+            "workloadIdentityResource (Azure AD Workload Identity) is not supported; use \
+             username and password"
+        );
+        assert_eq!(
+            error(base().with_auth([("clientID", "id")])),
+            "OAuth2 (oauthTokenURI, clientID, clientSecret) is not supported; use username and \
+             password"
         );
         assert_eq!(
             error(base().with_auth([("tls", "enable"), ("keyPassword", "k")])),
