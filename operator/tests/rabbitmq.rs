@@ -491,3 +491,54 @@ async fn http_triggers_share_a_client_and_a_burst_of_reads_is_one_request() {
     drop(scalers);
     assert_eq!(services.rabbitmq.http.clients(), 0);
 }
+
+#[tokio::test]
+async fn amqp_over_tls_checks_the_broker_certificate() {
+    let amqps: SocketAddr = broker().get("amqps").parse().unwrap();
+    let ca = std::fs::read_to_string(broker().get("ca")).unwrap();
+    let queue = unique("tls");
+    let (_connection, channel) = channel().await;
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 2).await;
+    let services = services();
+    // The certificate names localhost and 127.0.0.1.
+    let host = format!("amqps://guest:guest@localhost:{}/", amqps.port());
+    let build = |metadata: &[(&str, &str)], auth: &[(&str, &str)]| {
+        let params = Params::from_metadata(
+            [("queueName", queue.as_str())]
+                .into_iter()
+                .chain(metadata.iter().copied()),
+        )
+        .with_auth(
+            [("host", host.as_str())]
+                .into_iter()
+                .chain(auth.iter().copied()),
+        );
+        scalers::build(&TriggerInput::new(0, "rabbitmq", params), &services).unwrap()
+    };
+
+    let with_ca = build(&[], &[("tls", "enable"), ("ca", ca.as_str())]);
+    assert_eq!(
+        read_until(&*with_ca, |r| r.value == 2.0)
+            .await
+            .unwrap()
+            .value,
+        2.0
+    );
+    // Without the broker's CA the certificate is refused.
+    let without_ca = build(&[], &[]);
+    let error = without_ca.read(&name(&*without_ca)).await.unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // unsafeSsl takes any certificate.
+    let unsafe_ssl = build(&[("unsafeSsl", "true")], &[]);
+    assert_eq!(
+        read_until(&*unsafe_ssl, |r| r.value == 2.0)
+            .await
+            .unwrap()
+            .value,
+        2.0
+    );
+    // Three TLS settings, three connections.
+    assert_eq!(services.rabbitmq.amqp.clients(), 3);
+}

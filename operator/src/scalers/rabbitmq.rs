@@ -11,17 +11,24 @@
 //! `Debug` output shows the host URL (it carries the password) or a password.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{Channel, QueueDeclareArguments};
 use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::tls::TlsAdaptor;
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::Deserialize;
+use tokio_rustls::TlsConnector;
 
 use super::pooled::{Pool, Pooled};
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain};
@@ -75,13 +82,14 @@ crate::parameters! {
     "pageSize": Integer = "100", optional, [Metadata];
     /// Milliseconds an HTTP request may take, instead of `KEDA_HTTP_DEFAULT_TIMEOUT` (HTTP only).
     "timeout": Integer, optional, [Metadata];
-    /// Accept any server certificate (HTTPS).
+    /// Accept any server certificate (HTTPS, AMQP over TLS).
     "unsafeSsl": Bool = "false", optional, [Metadata];
     /// The user name, instead of the one in `host` (together with `password`).
     "username": Text, optional, [Auth, Env];
     /// The password, instead of the one in `host` (together with `username`).
     "password": Secret, optional, [Auth, Env];
-    /// `enable` or `disable`: client TLS settings from `ca`, `cert` and `key` (HTTPS only).
+    /// `enable` or `disable`: TLS with the settings of `ca`, `cert` and `key` (AMQP over TLS even
+    /// with an `amqp://` host; an `amqps://` host is TLS in any case).
     "tls": Choice = "disable", optional, [Auth];
     /// PEM certificate authorities that sign the server's certificate.
     "ca": Secret, optional, [Auth];
@@ -426,12 +434,6 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
             "timeout is for the HTTP protocol only; AMQP has no custom timeout",
         ));
     }
-    if protocol == Protocol::Amqp && (tls || scheme == "amqps") {
-        return Err(config(
-            "TLS connections over AMQP (amqps://, tls: enable) are not supported yet; use the \
-             HTTP protocol over https://",
-        ));
-    }
     if protocol == Protocol::Amqp && queue_name.len() > MAX_QUEUE_NAME {
         return Err(ParamError::invalid(
             "queueName",
@@ -488,14 +490,23 @@ fn path_escape(text: &str) -> String {
     metric_name::query_escape(text).replace('+', "%20")
 }
 
+/// TLS settings of an AMQP connection (`amqps://` or `tls: enable`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AmqpTls {
+    material: Tls,
+    unsafe_ssl: bool,
+}
+
 /// What makes two AMQP triggers share a connection.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AmqpKey {
+    /// As in the URL (an IPv6 address in brackets).
     host: String,
     port: u16,
     vhost: String,
     username: String,
     password: String,
+    tls: Option<AmqpTls>,
 }
 
 impl fmt::Debug for AmqpKey {
@@ -504,6 +515,7 @@ impl fmt::Debug for AmqpKey {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("vhost", &self.vhost)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -516,10 +528,13 @@ impl AmqpKey {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| ParamError::invalid("host", "names no server"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
             .to_owned();
-        let port = url.port().unwrap_or(5672);
+        let amqps = url.scheme().eq_ignore_ascii_case("amqps");
+        let port = url.port().unwrap_or(if amqps { 5671 } else { 5672 });
+        let tls = (amqps || metadata.tls.is_some()).then(|| AmqpTls {
+            material: metadata.tls.clone().unwrap_or_default(),
+            unsafe_ssl: metadata.unsafe_ssl,
+        });
         let (username, password) = match &metadata.credentials {
             Some((user, password)) => (user.clone(), password.clone()),
             None if url.username().is_empty() => ("guest".to_owned(), "guest".to_owned()),
@@ -543,15 +558,142 @@ impl AmqpKey {
             vhost,
             username,
             password,
+            tls,
         })
     }
 
     fn shown(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The TLS side of the connection, when it has one; no I/O but reading the system's trust
+    /// store once.
+    fn tls_adaptor(&self) -> Result<Option<TlsAdaptor>, ParamError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let config = tls_config(tls)?;
+        let domain = self
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Some(TlsAdaptor::new(
+            TlsConnector::from(Arc::new(config)),
+            domain,
+        )))
+    }
+}
+
+fn tls_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The system's trust store, read once.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(loaded.certs);
+        roots
+    })
+}
+
+fn pem_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, ParamError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
+    if certs.is_empty() {
+        return Err(ParamError::invalid(name, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration of an AMQP connection: the system's roots and `ca` (or no
+/// verification with `unsafeSsl`), and the client certificate if any.
+fn tls_config(tls: &AmqpTls) -> Result<ClientConfig, ParamError> {
+    let provider = tls_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ParamError::invalid("tls", e.to_string()))?;
+    let builder = if tls.unsafe_ssl {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+    } else {
+        let mut roots = system_roots().clone();
+        if let Some(ca) = &tls.material.ca {
+            for cert in pem_certificates("ca", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|_| ParamError::invalid("ca", "holds an unusable certificate"))?;
+            }
         }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.material.cert, &tls.material.key) {
+        (Some(cert), Some(key)) => {
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
+            builder
+                .with_client_auth_cert(pem_certificates("cert", cert)?, key)
+                .map_err(|_| ParamError::invalid("key", "is not a private key matching cert"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// `unsafeSsl`: any certificate chain and name is accepted (as Go's `InsecureSkipVerify`);
+/// the handshake signatures are still checked against the presented certificate.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -606,6 +748,7 @@ pub type AmqpPool = Pool<AmqpKey, AmqpClient>;
 /// and made again after it broke; each read opens a channel of its own.
 pub struct AmqpClient {
     key: AmqpKey,
+    tls: Option<TlsAdaptor>,
     shown: String,
     connection: tokio::sync::Mutex<Option<Connection>>,
 }
@@ -630,11 +773,14 @@ impl AmqpClient {
             return Ok(connection.clone());
         }
         let key = &self.key;
-        let arguments =
-            OpenConnectionArguments::new(&key.host, key.port, &key.username, &key.password)
-                .virtual_host(&key.vhost)
-                .connection_name("keda-rs")
-                .finish();
+        let mut arguments =
+            OpenConnectionArguments::new(&key.host, key.port, &key.username, &key.password);
+        arguments
+            .virtual_host(&key.vhost)
+            .connection_name("keda-rs");
+        if let Some(tls) = &self.tls {
+            arguments.tls_adaptor(tls.clone());
+        }
         let connection = tokio::time::timeout(timeout, Connection::open(&arguments))
             .await
             .map_err(|_| self.error(&format!("no connection within {timeout:?}")))?
@@ -1032,7 +1178,9 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
     let reader = match metadata.protocol {
         Protocol::Amqp => {
             let key = AmqpKey::new(&metadata)?;
+            let tls = key.tls_adaptor()?;
             let pooled = services.rabbitmq.amqp.get(&key, || AmqpClient {
+                tls,
                 shown: key.shown(),
                 key: key.clone(),
                 connection: tokio::sync::Mutex::new(None),
@@ -1232,7 +1380,7 @@ mod tests {
         let key = AmqpKey::new(&metadata).unwrap();
         assert_eq!(
             (key.host.as_str(), key.port, key.vhost.as_str()),
-            ("::1", 5673, "my/vhost")
+            ("[::1]", 5673, "my/vhost")
         );
         assert_eq!(
             (key.username.as_str(), key.password.as_str()),
@@ -1402,10 +1550,6 @@ mod tests {
                 "timeout is for the HTTP protocol only; AMQP has no custom timeout",
             ),
             (
-                &[("host", "amqps://rabbit:5671/"), ("queueName", "q")],
-                "TLS connections over AMQP (amqps://, tls: enable) are not supported yet; use the HTTP protocol over https://",
-            ),
-            (
                 &[AMQP, ("queueName", "q"), ("password", "plain")],
                 "parameter \"password\" is a secret and must come from a TriggerAuthentication or the container environment, not from metadata",
             ),
@@ -1449,9 +1593,18 @@ mod tests {
             error(base().with_auth([("tls", "enable"), ("keyPassword", "k")])),
             "keyPassword (an encrypted client key) is not supported; give the key unencrypted"
         );
-        let amqp_tls =
-            Params::from_metadata([AMQP, ("queueName", "q")]).with_auth([("tls", "enable")]);
-        assert!(error(amqp_tls).starts_with("TLS connections over AMQP"));
+        let amqps = parsed(&[("host", "amqps://rabbit/"), ("queueName", "q")]);
+        let key = AmqpKey::new(&amqps).unwrap();
+        assert_eq!(key.port, 5671);
+        assert!(key.tls.is_some() && key.tls_adaptor().unwrap().is_some());
+        let bad_ca = Params::from_metadata([AMQP, ("queueName", "q")])
+            .with_auth([("tls", "enable"), ("ca", "not pem")]);
+        let metadata = parse(&input(bad_ca)).unwrap();
+        let key = AmqpKey::new(&metadata).unwrap();
+        assert_eq!(
+            key.tls_adaptor().err().unwrap().to_string(),
+            "parameter \"ca\": holds no PEM certificate"
+        );
         // The URL (with its password) is never part of an error.
         let bad = Params::from_metadata([("queueName", "q")])
             .with_auth([("host", "ftp://user:s3cret@host/")]);
