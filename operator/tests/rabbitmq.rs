@@ -542,3 +542,29 @@ async fn amqp_over_tls_checks_the_broker_certificate() {
     // Three TLS settings, three connections.
     assert_eq!(services.rabbitmq.amqp.clients(), 3);
 }
+
+#[test]
+fn a_trigger_dropped_after_its_runtime_is_gone_does_not_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The Kubernetes client needs a runtime to be made.
+    let services = runtime.block_on(async { services() });
+    let scaler = runtime.block_on(async {
+        let queue = unique("drop");
+        let (_connection, channel) = channel().await;
+        declare(&channel, &queue).await;
+        let scaler = scalers::build(
+            &trigger(0, &amqp_host(amqp_addr()), &[("queueName", queue.as_str())]),
+            &services,
+        )
+        .unwrap();
+        // The shared connection is open.
+        assert_eq!(scaler.read(&name(&*scaler)).await.unwrap().value, 0.0);
+        scaler
+    });
+    drop(runtime);
+    drop(scaler);
+    assert_eq!(services.rabbitmq.amqp.clients(), 0);
+}

@@ -762,6 +762,18 @@ impl fmt::Debug for AmqpClient {
     }
 }
 
+impl Drop for AmqpClient {
+    /// A connection closes itself on a task of the runtime; without one (a process shutting
+    /// down) it is left to the operating system instead of panicking.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Some(connection) = self.connection.get_mut().take()
+        {
+            std::mem::forget(connection);
+        }
+    }
+}
+
 impl AmqpClient {
     fn error(&self, what: &str) -> ScalerError {
         ScalerError::Source(format!("RabbitMQ at {}: {what}", self.shown))
