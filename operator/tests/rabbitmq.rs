@@ -568,3 +568,53 @@ fn a_trigger_dropped_after_its_runtime_is_gone_does_not_panic() {
     drop(scaler);
     assert_eq!(services.rabbitmq.amqp.clients(), 0);
 }
+
+#[tokio::test]
+async fn the_management_api_over_https_checks_the_broker_certificate() {
+    let https: SocketAddr = broker()
+        .get("management-tls")
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let ca = std::fs::read_to_string(broker().get("ca")).unwrap();
+    let queue = unique("https");
+    let (_connection, channel) = channel().await;
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 2).await;
+    let services = services();
+    let host = format!("https://guest:guest@localhost:{}/", https.port());
+    let build = |metadata: &[(&str, &str)], auth: &[(&str, &str)]| {
+        let params = Params::from_metadata(
+            [("queueName", queue.as_str())]
+                .into_iter()
+                .chain(metadata.iter().copied()),
+        )
+        .with_auth(
+            [("host", host.as_str())]
+                .into_iter()
+                .chain(auth.iter().copied()),
+        );
+        scalers::build(&TriggerInput::new(0, "rabbitmq", params), &services).unwrap()
+    };
+
+    let with_ca = build(&[], &[("tls", "enable"), ("ca", ca.as_str())]);
+    assert_eq!(
+        read_until(&*with_ca, |r| r.value == 2.0)
+            .await
+            .unwrap()
+            .value,
+        2.0
+    );
+    let without_ca = build(&[], &[]);
+    let error = without_ca.read(&name(&*without_ca)).await.unwrap_err();
+    assert_eq!(error.category(), "source", "{error}");
+    assert!(!error.to_string().contains("guest:guest"), "{error}");
+    let unsafe_ssl = build(&[("unsafeSsl", "true")], &[]);
+    assert_eq!(
+        read_until(&*unsafe_ssl, |r| r.value == 2.0)
+            .await
+            .unwrap()
+            .value,
+        2.0
+    );
+}

@@ -44,7 +44,7 @@ const CREDENTIALS: &[Source] = &[Source::Auth, Source::Env];
 /// Where the TLS settings may come from.
 const AUTH: &[Source] = &[Source::Auth];
 
-/// The message count of a queue name that AMQP can carry (a short string).
+/// The longest queue name AMQP can carry (a short string), in bytes.
 const MAX_QUEUE_NAME: usize = 255;
 /// How much of an error body is shown.
 const MAX_SHOWN_BODY: usize = 200;
