@@ -1,13 +1,15 @@
 //! `rabbitmq`: the length (or the message rates) of a RabbitMQ queue.
 //!
-//! Over AMQP (`amqp://` hosts) the value is the message count of a passive `queue.declare`:
-//! the ready messages of one queue, counted by the broker at once. Over HTTP (`http://` hosts)
-//! it comes from the management API: `messages` (ready and unacknowledged) or `messages_ready`,
-//! the publish and deliver/get rates, and with `useRegex` the sum, average or maximum over
-//! every queue whose name matches. Triggers reading the same broker (endpoint, credentials,
-//! virtual host, TLS settings) share one AMQP connection (a channel per read) or one HTTP
-//! client, and concurrent reads of the same queue are one read. A broker that cannot be
-//! reached, refuses the credentials or has no such queue is an error, never 0; no error or
+//! Over AMQP (`amqp://` hosts; `amqps://` or `tls: enable` for TLS) the value is the message
+//! count of a passive `queue.declare`: the ready messages of one queue, counted by the broker
+//! at once. Over HTTP (`http://` or `https://` hosts) it comes from the management API:
+//! `messages` (ready and unacknowledged) or `messages_ready`, the publish and deliver/get
+//! rates, and with `useRegex` the sum, average or maximum over every queue whose name
+//! matches. A count the broker has not collected yet (a new queue) is 0, as in KEDA; a rate
+//! without traffic is 0. Triggers reading the same broker (endpoint, credentials, virtual
+//! host, TLS settings) share one AMQP connection (a channel per read) or one HTTP client, and
+//! concurrent reads of the same queue are one read. A broker that cannot be reached, refuses
+//! the credentials or has no such queue is an error, never 0; no error or
 //! `Debug` output shows the host URL (it carries the password) or a password.
 
 use std::fmt;
