@@ -23,12 +23,16 @@ mod fixtures;
 mod mutants;
 #[path = "compliance/mysql.rs"]
 mod mysql;
+#[path = "compliance/rabbitmq.rs"]
+mod rabbitmq;
 #[path = "compliance/redis_family.rs"]
 mod redis_family;
 #[path = "compliance/secrets.rs"]
 mod secrets;
 #[path = "compliance/sources.rs"]
 mod sources;
+#[path = "support/test_server.rs"]
+mod test_server;
 #[path = "compliance/trigger.rs"]
 mod trigger;
 

@@ -1,6 +1,7 @@
 //! End-to-end scenarios of the data-source scalers: a Deployment scaled 0 → N → 0 by a trigger
 //! that reads a real server on this machine (started by `external-scalers/scripts/
-//! ensure-test-services` when it is down). One module per scaler, in `data_sources/`.
+//! ensure-test-services` when it is down, or a private one from `external-scalers/scripts/
+//! test-server`). One module per scaler, in `data_sources/`.
 //!
 //! On a real cluster (`KEDA_E2E_KUBECONFIG`), the operator reaches the servers at
 //! `KEDA_E2E_SOURCE_HOST`; the test itself writes to them on loopback.
@@ -18,6 +19,8 @@ mod support;
 mod mysql;
 #[path = "data_sources/postgresql.rs"]
 mod postgresql;
+#[path = "data_sources/rabbitmq.rs"]
+mod rabbitmq;
 #[path = "data_sources/redis.rs"]
 mod redis;
 #[path = "../../../operator/tests/support/test_server.rs"]

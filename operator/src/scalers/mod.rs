@@ -11,6 +11,7 @@ pub mod metrics_api;
 pub mod mysql;
 pub mod pooled;
 pub mod postgresql;
+pub mod rabbitmq;
 pub mod redis;
 pub mod schema;
 
@@ -184,6 +185,9 @@ pub struct Services {
     pub postgres: Arc<postgresql::PostgresPool>,
     /// Connections of the Redis triggers, one per (kind, servers, credentials, database, TLS).
     pub redis: Arc<redis::RedisPool>,
+    /// AMQP connections and management API clients of the `rabbitmq` triggers, one per
+    /// broker, credentials and virtual host.
+    pub rabbitmq: Arc<rabbitmq::RabbitPools>,
 }
 
 impl Services {
@@ -195,6 +199,7 @@ impl Services {
             mysql: Arc::default(),
             postgres: Arc::default(),
             redis: Arc::default(),
+            rabbitmq: Arc::default(),
         }
     }
 }
@@ -246,6 +251,7 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ("metrics-api", metrics_api::build, metrics_api::PARAMETERS),
     ("mysql", mysql::build, mysql::PARAMETERS),
     ("postgresql", postgresql::build, postgresql::PARAMETERS),
+    ("rabbitmq", rabbitmq::build, rabbitmq::PARAMETERS),
     (
         "redis",
         redis::list::build,

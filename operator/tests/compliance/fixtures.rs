@@ -102,7 +102,7 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 13] {
+pub(crate) fn all() -> [&'static dyn Fixture; 14] {
     [
         &CpuMemory,
         &Cron,
@@ -111,6 +111,7 @@ pub(crate) fn all() -> [&'static dyn Fixture; 13] {
         &MetricsApi,
         &crate::mysql::Mysql,
         &crate::data_stores::Postgresql,
+        &crate::rabbitmq::RabbitMq,
         &crate::data_stores::Redis,
         &crate::redis_family::RedisStreams,
         &crate::redis_family::RedisCluster,

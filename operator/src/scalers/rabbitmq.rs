@@ -1,0 +1,1763 @@
+//! `rabbitmq`: the length (or the message rates) of a RabbitMQ queue.
+//!
+//! Over AMQP (`amqp://` hosts; `amqps://` or `tls: enable` for TLS) the value is the message
+//! count of a passive `queue.declare`: the ready messages of one queue, counted by the broker
+//! at once. Over HTTP (`http://` or `https://` hosts) it comes from the management API:
+//! `messages` (ready and unacknowledged) or `messages_ready`, the publish and deliver/get
+//! rates, and with `useRegex` the sum, average or maximum over every queue whose name
+//! matches. A count the broker has not collected yet (a new queue) is 0, as in KEDA; a rate
+//! without traffic is 0. Triggers reading the same broker (endpoint, credentials, virtual
+//! host, TLS settings) share one AMQP connection (a channel per read) or one HTTP client, and
+//! concurrent reads of the same queue are one read. A broker that cannot be reached, refuses
+//! the credentials or has no such queue is an error, never 0; no error or
+//! `Debug` output shows the host URL (it carries the password) or a password.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use amqprs::callbacks::ChannelCallback;
+use amqprs::channel::{Channel, QueueDeclareArguments};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::tls::TlsAdaptor;
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use keda_operator_crd::MetricTargetType;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde::Deserialize;
+use tokio_rustls::TlsConnector;
+
+use super::pooled::{Pool, Pooled};
+use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain};
+use crate::metric_name;
+use crate::params::{METADATA, ParamError, Source};
+
+/// Where `host` may come from (KEDA's order).
+const HOST: &[Source] = &[Source::Metadata, Source::Auth, Source::Env];
+/// Where `protocol` and `vhostName` may come from.
+const META_AUTH: &[Source] = &[Source::Metadata, Source::Auth];
+/// Where `username` and `password` may come from: not plain metadata.
+const CREDENTIALS: &[Source] = &[Source::Auth, Source::Env];
+/// Where the TLS settings may come from.
+const AUTH: &[Source] = &[Source::Auth];
+
+/// The longest queue name AMQP can carry (a short string), in bytes.
+const MAX_QUEUE_NAME: usize = 255;
+/// How much of an error body is shown.
+const MAX_SHOWN_BODY: usize = 200;
+
+crate::parameters! {
+    /// The broker's URL: `amqp://user:password@host:port/vhost` (AMQP, the ready messages of
+    /// one queue) or `http://user:password@host:port/path/vhost` (the management API). It
+    /// usually carries a password, so it is best given by a TriggerAuthentication or
+    /// `hostFromEnv`.
+    "host": Text, required, [Metadata, Auth, Env];
+    /// `auto` (from the scheme of `host`), `amqp` or `http`.
+    "protocol": Choice = "auto", optional, [Metadata, Auth];
+    /// The queue (with `useRegex`, a regular expression matched against queue names).
+    "queueName": Text, required, [Metadata];
+    /// `QueueLength`, `MessageRate`, `DeliverGetRate`, `PublishedToDeliveredRatio` or
+    /// `ExpectedQueueConsumptionTime`; all but `QueueLength` need the HTTP protocol. Without
+    /// `mode`, `value` and `queueLength` the trigger aims at a queue length of 20.
+    "mode": Choice, optional, [Metadata];
+    /// The value per replica the HPA aims for (messages, messages per second, a ratio or
+    /// seconds, by `mode`); required with `mode`.
+    "value": Number, optional, [Metadata];
+    /// The trigger is active while the value is greater than this.
+    "activationValue": Number = "0", optional, [Metadata];
+    /// Deprecated: a queue length target; the same as `mode: QueueLength` and this `value`.
+    "queueLength": Number, optional, [Metadata];
+    /// The virtual host, instead of the one in `host`.
+    "vhostName": Text, optional, [Metadata, Auth];
+    /// Whether `queueName` is a regular expression (HTTP only).
+    "useRegex": Bool = "false", optional, [Metadata];
+    /// `sum`, `avg` or `max`: how the queues matched by `useRegex` make one value.
+    "operation": Choice = "sum", optional, [Metadata];
+    /// Count only the ready messages, not those delivered but unacknowledged (HTTP only).
+    "excludeUnacknowledged": Bool = "false", optional, [Metadata];
+    /// How many queues `useRegex` may match; more is an error.
+    "pageSize": Integer = "100", optional, [Metadata];
+    /// Milliseconds an HTTP request may take, instead of `KEDA_HTTP_DEFAULT_TIMEOUT` (HTTP only).
+    "timeout": Integer, optional, [Metadata];
+    /// Accept any server certificate (HTTPS, AMQP over TLS).
+    "unsafeSsl": Bool = "false", optional, [Metadata];
+    /// The user name, instead of the one in `host` (together with `password`).
+    "username": Text, optional, [Auth, Env];
+    /// The password, instead of the one in `host` (together with `username`).
+    "password": Secret, optional, [Auth, Env];
+    /// `enable` or `disable`: TLS with the settings of `ca`, `cert` and `key` (AMQP over TLS even
+    /// with an `amqp://` host; an `amqps://` host is TLS in any case).
+    "tls": Choice = "disable", optional, [Auth];
+    /// PEM certificate authorities that sign the server's certificate.
+    "ca": Secret, optional, [Auth];
+    /// PEM client certificate (together with `key`).
+    "cert": Secret, optional, [Auth];
+    /// PEM private key of `cert`.
+    "key": Secret, optional, [Auth];
+    /// The password of an encrypted `key`: not supported, a trigger that gives one is refused.
+    "keyPassword": Secret, optional, [Auth];
+    /// Azure AD Workload Identity (an application ID URI): not supported, a trigger that
+    /// gives one is refused.
+    "workloadIdentityResource": Text, optional, [Auth];
+    /// OAuth2 client credentials token endpoint: not supported, a trigger that gives it (or
+    /// `clientID`, `clientSecret`) is refused.
+    "oauthTokenURI": Text, optional, [Auth];
+    /// OAuth2 client ID: not supported (see `oauthTokenURI`).
+    "clientID": Text, optional, [Auth];
+    /// OAuth2 client secret: not supported (see `oauthTokenURI`).
+    "clientSecret": Secret, optional, [Auth];
+}
+
+/// How the broker is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// A passive `queue.declare` on an AMQP connection.
+    Amqp,
+    /// The management API.
+    Http,
+}
+
+/// What the value is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Messages in the queue.
+    QueueLength,
+    /// Messages published per second.
+    MessageRate,
+    /// Messages delivered (or fetched) per second.
+    DeliverGetRate,
+    /// Publish rate over deliver/get rate.
+    PublishedToDeliveredRatio,
+    /// Seconds until the queue is empty at the current rates.
+    ExpectedQueueConsumptionTime,
+}
+
+impl Mode {
+    const NAMES: [(&'static str, Self); 5] = [
+        ("QueueLength", Self::QueueLength),
+        ("MessageRate", Self::MessageRate),
+        ("DeliverGetRate", Self::DeliverGetRate),
+        ("PublishedToDeliveredRatio", Self::PublishedToDeliveredRatio),
+        (
+            "ExpectedQueueConsumptionTime",
+            Self::ExpectedQueueConsumptionTime,
+        ),
+    ];
+}
+
+/// How the queues matched by a regular expression make one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Sum,
+    Avg,
+    Max,
+}
+
+/// Client TLS settings of the management API.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Tls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("ca", &self.ca.is_some())
+            .field("cert", &self.cert.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parameters of a `rabbitmq` trigger.
+#[derive(Clone, PartialEq)]
+pub struct Metadata {
+    /// `host` (required, from the metadata, the TriggerAuthentication or `hostFromEnv`): the
+    /// broker's URL, with credentials.
+    pub host: String,
+    /// `protocol` (default `auto`: from the scheme of `host`).
+    pub protocol: Protocol,
+    /// `queueName` (required).
+    pub queue_name: String,
+    /// `mode` (default `QueueLength`).
+    pub mode: Mode,
+    /// `value` (or the deprecated `queueLength`; default 20 when neither nor `mode` is given).
+    pub value: f64,
+    /// `activationValue` (default 0).
+    pub activation_value: f64,
+    /// `vhostName`: overrides the virtual host of `host`.
+    pub vhost_name: Option<String>,
+    /// `useRegex` (HTTP only).
+    pub use_regex: bool,
+    /// `operation` (default `sum`).
+    pub operation: Operation,
+    /// `excludeUnacknowledged` (HTTP only).
+    pub exclude_unacknowledged: bool,
+    /// `pageSize` (default 100, at least 1).
+    pub page_size: i64,
+    /// `timeout` in milliseconds (HTTP only).
+    pub timeout: Option<Duration>,
+    /// `unsafeSsl`.
+    pub unsafe_ssl: bool,
+    /// `username` and `password` (a secret), both or neither: override those of `host`.
+    pub credentials: Option<(String, String)>,
+    /// `tls: enable` with `ca`, `cert`, `key`.
+    pub tls: Option<Tls>,
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metadata")
+            .field("host", &"..")
+            .field("protocol", &self.protocol)
+            .field("queue_name", &self.queue_name)
+            .field("mode", &self.mode)
+            .field("value", &self.value)
+            .field("activation_value", &self.activation_value)
+            .field("vhost_name", &self.vhost_name)
+            .field("use_regex", &self.use_regex)
+            .field("operation", &self.operation)
+            .field("exclude_unacknowledged", &self.exclude_unacknowledged)
+            .field("page_size", &self.page_size)
+            .field("timeout", &self.timeout)
+            .field("unsafe_ssl", &self.unsafe_ssl)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|(user, _)| (user, "..")),
+            )
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+fn config(message: impl Into<String>) -> ScalerError {
+    ScalerError::Config(message.into())
+}
+
+/// The scheme of `host`, lower-cased; the URL is never shown (it carries a password).
+fn scheme(host: &str) -> Result<String, ParamError> {
+    let url = reqwest::Url::parse(host)
+        .map_err(|e| ParamError::invalid("host", format!("is not a URL ({e})")))?;
+    Ok(url.scheme().to_ascii_lowercase())
+}
+
+/// Reads and checks the metadata of a `rabbitmq` trigger; no I/O.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one check after the other, in KEDA's order"
+)]
+pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
+    let params = &input.params;
+    let queue_name = params.require("queueName", METADATA)?.to_owned();
+    let host = params.require("host", HOST)?.to_owned();
+    let protocol = params.get("protocol", META_AUTH).unwrap_or("auto");
+    let tls_setting = params.get("tls", AUTH).unwrap_or("disable");
+    let ca = params.secret("ca", AUTH)?.map(str::to_owned);
+    let cert = params.secret("cert", AUTH)?.map(str::to_owned);
+    let key = params.secret("key", AUTH)?.map(str::to_owned);
+    let page_size = params.int("pageSize", METADATA, Some(100))?;
+    let username = params.get("username", CREDENTIALS).map(str::to_owned);
+    let password = params.secret("password", CREDENTIALS)?.map(str::to_owned);
+    let vhost_name = params.get("vhostName", META_AUTH).map(str::to_owned);
+    let use_regex = params.bool("useRegex", METADATA, false)?;
+    let exclude_unacknowledged = params.bool("excludeUnacknowledged", METADATA, false)?;
+    let unsafe_ssl = params.bool("unsafeSsl", METADATA, false)?;
+    let operation = match params.get("operation", METADATA).unwrap_or("sum") {
+        "sum" => Operation::Sum,
+        "avg" => Operation::Avg,
+        "max" => Operation::Max,
+        other => {
+            return Err(ParamError::invalid(
+                "operation",
+                format!("{other:?} is not one of sum, avg, max"),
+            )
+            .into());
+        }
+    };
+    let timeout = match params.int("timeout", METADATA, Some(0))? {
+        0 => None,
+        ms if ms < 0 => {
+            return Err(ParamError::invalid(
+                "timeout",
+                format!("{ms} must be a number of milliseconds greater than 0"),
+            )
+            .into());
+        }
+        ms => Some(Duration::from_millis(ms.unsigned_abs())),
+    };
+    let activation_value = params.float("activationValue", METADATA, Some(0.0))?;
+    let queue_length = params.float("queueLength", METADATA, Some(0.0))?;
+    let value = params.float("value", METADATA, Some(0.0))?;
+    let mode = params.get("mode", METADATA).filter(|m| *m != "Unknown");
+    for (name, number) in [
+        ("activationValue", activation_value),
+        ("queueLength", queue_length),
+        ("value", value),
+    ] {
+        if !number.is_finite() {
+            return Err(
+                ParamError::invalid(name, format!("{number} is not a finite number")).into(),
+            );
+        }
+    }
+
+    if params.get("workloadIdentityResource", AUTH).is_some() {
+        return Err(config(
+            "workloadIdentityResource (Azure AD Workload Identity) is not supported; use \
+             username and password",
+        ));
+    }
+    if ["oauthTokenURI", "clientID", "clientSecret"]
+        .iter()
+        .any(|name| params.get(name, AUTH).is_some())
+    {
+        return Err(config(
+            "OAuth2 (oauthTokenURI, clientID, clientSecret) is not supported; use username and \
+             password",
+        ));
+    }
+    if params.get("keyPassword", AUTH).is_some() {
+        return Err(config(
+            "keyPassword (an encrypted client key) is not supported; give the key unencrypted",
+        ));
+    }
+    let tls = match tls_setting {
+        "enable" => true,
+        "disable" => false,
+        other => {
+            return Err(ParamError::invalid(
+                "tls",
+                format!("{other:?} is not one of enable, disable"),
+            )
+            .into());
+        }
+    };
+    if cert.is_some() != key.is_some() {
+        return Err(config("both key and cert must be given, or neither"));
+    }
+    if page_size < 1 {
+        return Err(
+            ParamError::invalid("pageSize", format!("{page_size} must be 1 or greater")).into(),
+        );
+    }
+    let credentials = match (username, password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => return Err(config("username and password must be given together")),
+    };
+    let scheme = scheme(&host)?;
+    let protocol = match protocol {
+        "auto" => match scheme.as_str() {
+            "amqp" | "amqps" => Protocol::Amqp,
+            "http" | "https" => Protocol::Http,
+            other => {
+                return Err(ParamError::invalid(
+                    "host",
+                    format!("has the scheme {other:?}; use amqp, amqps, http or https"),
+                )
+                .into());
+            }
+        },
+        "amqp" => Protocol::Amqp,
+        "http" => Protocol::Http,
+        other => {
+            return Err(ParamError::invalid(
+                "protocol",
+                format!("{other:?} is not one of auto, amqp, http"),
+            )
+            .into());
+        }
+    };
+    match (protocol, scheme.as_str()) {
+        (Protocol::Amqp, "amqp" | "amqps") | (Protocol::Http, "http" | "https") => {}
+        (Protocol::Amqp, other) => {
+            return Err(ParamError::invalid(
+                "host",
+                format!("has the scheme {other:?}; protocol amqp needs amqp:// or amqps://"),
+            )
+            .into());
+        }
+        (Protocol::Http, other) => {
+            return Err(ParamError::invalid(
+                "host",
+                format!("has the scheme {other:?}; protocol http needs http:// or https://"),
+            )
+            .into());
+        }
+    }
+    if use_regex && protocol != Protocol::Http {
+        return Err(config("useRegex=true needs the HTTP protocol"));
+    }
+    if exclude_unacknowledged && protocol != Protocol::Http {
+        return Err(config("excludeUnacknowledged=true needs the HTTP protocol"));
+    }
+    let (mode, value) = if queue_length == 0.0 && mode.is_none() && value == 0.0 {
+        (Mode::QueueLength, 20.0)
+    } else if queue_length != 0.0 {
+        if mode.is_some() || value != 0.0 {
+            return Err(config("queueLength is deprecated; use mode and value"));
+        }
+        (Mode::QueueLength, queue_length)
+    } else {
+        let Some(mode) = mode else {
+            return Err(config("mode must be given with value"));
+        };
+        if value == 0.0 {
+            return Err(config("value must be given with mode"));
+        }
+        let Some((_, mode)) = Mode::NAMES.iter().find(|(name, _)| *name == mode) else {
+            return Err(ParamError::invalid(
+                "mode",
+                format!(
+                    "{mode:?} is not one of QueueLength, MessageRate, DeliverGetRate, \
+                     PublishedToDeliveredRatio, ExpectedQueueConsumptionTime"
+                ),
+            )
+            .into());
+        };
+        if *mode != Mode::QueueLength && protocol != Protocol::Http {
+            return Err(config(format!(
+                "mode {mode:?} needs the HTTP protocol (the management API's rates)"
+            )));
+        }
+        (*mode, value)
+    };
+    if value < 0.0 {
+        return Err(ParamError::invalid("value", format!("{value} must not be negative")).into());
+    }
+    if protocol == Protocol::Amqp && timeout.is_some() {
+        return Err(config(
+            "timeout is for the HTTP protocol only; AMQP has no custom timeout",
+        ));
+    }
+    if protocol == Protocol::Amqp && queue_name.len() > MAX_QUEUE_NAME {
+        return Err(ParamError::invalid(
+            "queueName",
+            format!("is longer than {MAX_QUEUE_NAME} bytes"),
+        )
+        .into());
+    }
+    let tls = if tls {
+        Some(Tls { ca, cert, key })
+    } else {
+        None
+    };
+    Ok(Metadata {
+        host,
+        protocol,
+        queue_name,
+        mode,
+        value,
+        activation_value,
+        vhost_name,
+        use_regex,
+        operation,
+        exclude_unacknowledged,
+        page_size,
+        timeout,
+        unsafe_ssl,
+        credentials,
+        tls,
+    })
+}
+
+/// `%XX`-decodes URL text (user names, passwords, virtual hosts).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `%XX`-encodes a path segment: everything but `A-Z a-z 0-9 - _ . ~`.
+fn path_escape(text: &str) -> String {
+    metric_name::query_escape(text).replace('+', "%20")
+}
+
+/// TLS settings of an AMQP connection (`amqps://` or `tls: enable`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AmqpTls {
+    material: Tls,
+    unsafe_ssl: bool,
+}
+
+/// What makes two AMQP triggers share a connection.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AmqpKey {
+    /// As in the URL (an IPv6 address in brackets).
+    host: String,
+    port: u16,
+    vhost: String,
+    username: String,
+    password: String,
+    tls: Option<AmqpTls>,
+}
+
+impl fmt::Debug for AmqpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpKey")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("vhost", &self.vhost)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpKey {
+    fn new(metadata: &Metadata) -> Result<Self, ParamError> {
+        let url = reqwest::Url::parse(&metadata.host)
+            .map_err(|e| ParamError::invalid("host", format!("is not a URL ({e})")))?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ParamError::invalid("host", "names no server"))?
+            .to_owned();
+        let amqps = url.scheme().eq_ignore_ascii_case("amqps");
+        let port = url.port().unwrap_or(if amqps { 5671 } else { 5672 });
+        let tls = (amqps || metadata.tls.is_some()).then(|| AmqpTls {
+            material: metadata.tls.clone().unwrap_or_default(),
+            unsafe_ssl: metadata.unsafe_ssl,
+        });
+        let (username, password) = match &metadata.credentials {
+            Some((user, password)) => (user.clone(), password.clone()),
+            None if url.username().is_empty() => ("guest".to_owned(), "guest".to_owned()),
+            None => (
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or_default()),
+            ),
+        };
+        let vhost = match &metadata.vhost_name {
+            Some(vhost) => vhost.clone(),
+            None => percent_decode(url.path().strip_prefix('/').unwrap_or(url.path())),
+        };
+        let vhost = if vhost.is_empty() {
+            "/".to_owned()
+        } else {
+            vhost
+        };
+        Ok(Self {
+            host,
+            port,
+            vhost,
+            username,
+            password,
+            tls,
+        })
+    }
+
+    fn shown(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The TLS side of the connection, when it has one; no I/O but reading the system's trust
+    /// store once.
+    fn tls_adaptor(&self) -> Result<Option<TlsAdaptor>, ParamError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let config = tls_config(tls)?;
+        let domain = self
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        Ok(Some(TlsAdaptor::new(
+            TlsConnector::from(Arc::new(config)),
+            domain,
+        )))
+    }
+}
+
+fn tls_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The system's trust store, read once.
+fn system_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(loaded.certs);
+        roots
+    })
+}
+
+fn pem_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, ParamError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
+    if certs.is_empty() {
+        return Err(ParamError::invalid(name, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+/// The rustls configuration of an AMQP connection: the system's roots and `ca` (or no
+/// verification with `unsafeSsl`), and the client certificate if any.
+fn tls_config(tls: &AmqpTls) -> Result<ClientConfig, ParamError> {
+    let provider = tls_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ParamError::invalid("tls", e.to_string()))?;
+    let builder = if tls.unsafe_ssl {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+    } else {
+        let mut roots = system_roots().clone();
+        if let Some(ca) = &tls.material.ca {
+            for cert in pem_certificates("ca", ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|_| ParamError::invalid("ca", "holds an unusable certificate"))?;
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.material.cert, &tls.material.key) {
+        (Some(cert), Some(key)) => {
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
+            builder
+                .with_client_auth_cert(pem_certificates("cert", cert)?, key)
+                .map_err(|_| ParamError::invalid("key", "is not a private key matching cert"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// `unsafeSsl`: any certificate chain and name is accepted (as Go's `InsecureSkipVerify`);
+/// the handshake signatures are still checked against the presented certificate.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Keeps the broker's reason when it closes a channel (a passive declare of a queue that does
+/// not exist closes the channel with 404).
+#[derive(Clone, Default)]
+struct CloseReason(Arc<std::sync::Mutex<Option<(u16, String)>>>);
+
+impl CloseReason {
+    fn take(&self) -> Option<(u16, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelCallback for CloseReason {
+    async fn close(
+        &mut self,
+        _: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((close.reply_code(), close.reply_text().clone()));
+        Ok(())
+    }
+
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+        Ok(())
+    }
+
+    async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+
+    async fn publish_ack(&mut self, _: &Channel, _: Ack) {}
+
+    async fn publish_nack(&mut self, _: &Channel, _: Nack) {}
+
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+}
+
+/// The shared AMQP connections of `rabbitmq` triggers.
+pub type AmqpPool = Pool<AmqpKey, AmqpClient>;
+
+/// One broker, virtual host and user as AMQP triggers read it: a connection made on first use
+/// and made again after it broke; each read opens a channel of its own.
+pub struct AmqpClient {
+    key: AmqpKey,
+    tls: Option<TlsAdaptor>,
+    shown: String,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+}
+
+impl fmt::Debug for AmqpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpClient")
+            .field("server", &self.shown)
+            .field("vhost", &self.key.vhost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AmqpClient {
+    /// A connection closes itself on a task of the runtime; without one (a process shutting
+    /// down) it is left to the operating system instead of panicking.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Some(connection) = self.connection.get_mut().take()
+        {
+            std::mem::forget(connection);
+        }
+    }
+}
+
+impl AmqpClient {
+    fn error(&self, what: &str) -> ScalerError {
+        ScalerError::Source(format!("RabbitMQ at {}: {what}", self.shown))
+    }
+
+    async fn connection(&self, timeout: Duration) -> Result<Connection, ScalerError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| c.is_open()) {
+            return Ok(connection.clone());
+        }
+        let key = &self.key;
+        let mut arguments =
+            OpenConnectionArguments::new(&key.host, key.port, &key.username, &key.password);
+        arguments
+            .virtual_host(&key.vhost)
+            .connection_name("keda-rs");
+        if let Some(tls) = &self.tls {
+            arguments.tls_adaptor(tls.clone());
+        }
+        let connection = tokio::time::timeout(timeout, Connection::open(&arguments))
+            .await
+            .map_err(|_| self.error(&format!("no connection within {timeout:?}")))?
+            .map_err(|e| self.error(&format!("cannot connect: {}", error_chain(&e))))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// The message count of `queue` (a passive declare on a channel of its own), on a new
+    /// connection once more if the shared one broke.
+    async fn message_count(&self, queue: &str, timeout: Duration) -> Result<f64, ScalerError> {
+        let mut retried = false;
+        loop {
+            let connection = self.connection(timeout).await?;
+            let reason = CloseReason::default();
+            let declare = async {
+                let channel = connection.open_channel(None).await?;
+                channel.register_callback(reason.clone()).await?;
+                let declared = channel
+                    .queue_declare(QueueDeclareArguments::new(queue).passive(true).finish())
+                    .await;
+                if declared.is_ok() {
+                    let _ = channel.close().await;
+                }
+                declared
+            };
+            match tokio::time::timeout(timeout, declare).await {
+                Ok(Ok(Some((_, count, _)))) => return Ok(f64::from(count)),
+                Ok(Ok(None)) => return Err(self.error("no answer to queue.declare")),
+                Ok(Err(error)) => {
+                    if !connection.is_open() {
+                        *self.connection.lock().await = None;
+                        if !retried {
+                            retried = true;
+                            continue;
+                        }
+                    }
+                    return Err(match reason.take() {
+                        Some((404, _)) => self.error(&format!(
+                            "queue {queue:?} does not exist in virtual host {:?}",
+                            self.key.vhost
+                        )),
+                        Some((code, text)) => {
+                            self.error(&format!("queue {queue:?}: the broker said {code} {text}"))
+                        }
+                        None => self.error(&format!("queue {queue:?}: {}", error_chain(&error))),
+                    });
+                }
+                Err(_) => {
+                    *self.connection.lock().await = None;
+                    return Err(self.error(&format!(
+                        "no answer about queue {queue:?} within {timeout:?}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// What the management API says about a queue (or, with a regex, the queues it matches).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QueueStats {
+    /// Ready and unacknowledged messages.
+    pub messages: f64,
+    /// Ready messages.
+    pub ready: f64,
+    /// Messages published per second.
+    pub publish_rate: f64,
+    /// Messages delivered or fetched per second.
+    pub deliver_get_rate: f64,
+}
+
+#[derive(Deserialize)]
+struct Rate {
+    #[serde(default)]
+    rate: f64,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageStats {
+    publish_details: Option<Rate>,
+    deliver_get_details: Option<Rate>,
+}
+
+#[derive(Deserialize)]
+struct QueueInfo {
+    /// Absent until the broker has collected statistics for a new queue (counted as 0).
+    #[serde(default)]
+    messages: u64,
+    #[serde(default)]
+    messages_ready: u64,
+    #[serde(default)]
+    message_stats: Option<MessageStats>,
+}
+
+#[derive(Deserialize)]
+struct QueuePage {
+    items: Vec<QueueInfo>,
+    page_count: u64,
+}
+
+impl QueueInfo {
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "message counts are far below 2^53"
+    )]
+    fn stats(&self) -> QueueStats {
+        let rate = |detail: Option<&Rate>| detail.map_or(0.0, |d| d.rate);
+        let stats = self.message_stats.as_ref();
+        QueueStats {
+            messages: self.messages as f64,
+            ready: self.messages_ready as f64,
+            publish_rate: rate(stats.and_then(|s| s.publish_details.as_ref())),
+            deliver_get_rate: rate(stats.and_then(|s| s.deliver_get_details.as_ref())),
+        }
+    }
+}
+
+/// The queues matched by a regular expression as one, as KEDA combines them (an average of
+/// message counts is rounded down).
+pub fn combine(queues: &[QueueStats], operation: Operation) -> QueueStats {
+    if queues.is_empty() {
+        return QueueStats::default();
+    }
+    let fold = |f: fn(&QueueStats) -> f64| -> f64 {
+        match operation {
+            Operation::Sum | Operation::Avg => queues.iter().map(f).sum(),
+            Operation::Max => queues.iter().map(f).fold(0.0, f64::max),
+        }
+    };
+    let mut combined = QueueStats {
+        messages: fold(|q| q.messages),
+        ready: fold(|q| q.ready),
+        publish_rate: fold(|q| q.publish_rate),
+        deliver_get_rate: fold(|q| q.deliver_get_rate),
+    };
+    if operation == Operation::Avg {
+        #[allow(clippy::cast_precision_loss, reason = "queue counts are small")]
+        let n = queues.len() as f64;
+        combined.messages = (combined.messages / n).floor();
+        combined.ready = (combined.ready / n).floor();
+        combined.publish_rate /= n;
+        combined.deliver_get_rate /= n;
+    }
+    combined
+}
+
+/// The value and activity of a trigger in `mode` given the queue's numbers, as KEDA computes
+/// them.
+pub fn evaluate(mode: Mode, messages: f64, stats: &QueueStats, activation: f64) -> Reading {
+    let publish = stats.publish_rate;
+    let deliver = stats.deliver_get_rate;
+    match mode {
+        Mode::QueueLength => Reading {
+            value: messages,
+            active: messages > activation,
+        },
+        Mode::MessageRate => Reading {
+            value: publish,
+            active: publish > activation || messages > activation,
+        },
+        Mode::DeliverGetRate => Reading {
+            value: deliver,
+            active: deliver > activation,
+        },
+        Mode::PublishedToDeliveredRatio => {
+            let value = if publish > 0.0 && deliver == 0.0 {
+                activation
+            } else if publish > 0.0 && deliver > 0.0 {
+                publish / deliver
+            } else {
+                0.0
+            };
+            Reading {
+                value,
+                active: value > activation || (publish > 0.0 && deliver == 0.0),
+            }
+        }
+        Mode::ExpectedQueueConsumptionTime => {
+            let value = if deliver == 0.0 {
+                activation
+            } else {
+                (publish - deliver) / deliver + messages / deliver
+            };
+            Reading {
+                value,
+                active: value > activation || deliver == 0.0,
+            }
+        }
+    }
+}
+
+/// What makes two HTTP triggers share a client.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HttpKey {
+    /// `scheme://host:port/path`, without credentials.
+    base: String,
+    credentials: Option<(String, String)>,
+    unsafe_ssl: bool,
+    tls: Option<Tls>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpKey")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The shared management API clients of `rabbitmq` triggers.
+pub type HttpPool = Pool<HttpKey, HttpClient, QueueStats>;
+
+/// The connections of `rabbitmq` triggers (one per process, in [`Services`]).
+#[derive(Debug, Default)]
+pub struct RabbitPools {
+    pub amqp: AmqpPool,
+    pub http: HttpPool,
+}
+
+/// One management API as HTTP triggers read it.
+pub struct HttpClient {
+    client: reqwest::Client,
+    base: String,
+    credentials: Option<(String, String)>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    fn error(&self, what: &str) -> ScalerError {
+        ScalerError::Source(format!("RabbitMQ management API at {}: {what}", self.base))
+    }
+
+    /// GETs `path` (below the base URL) and decodes it.
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ScalerError> {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .timeout(self.timeout);
+        if let Some((user, password)) = &self.credentials {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                self.error(&format!("no answer within {:?}", self.timeout))
+            } else {
+                self.error(&error_chain(&e))
+            }
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.error(&error_chain(&e)))?;
+        if status != reqwest::StatusCode::OK {
+            let text = String::from_utf8_lossy(&body);
+            let shown: String = text.chars().take(MAX_SHOWN_BODY).collect();
+            return Err(self.error(&format!(
+                "GET {path} answered {}: {}",
+                status.as_u16(),
+                shown.trim()
+            )));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| self.error(&format!("GET {path}: unexpected answer ({e})")))
+    }
+}
+
+/// Where a `rabbitmq` trigger over HTTP asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HttpQuery {
+    /// Below the base URL: `/api/queues/<vhost>/<queue>` or the regex query.
+    path: String,
+    regex: bool,
+    page_size: i64,
+}
+
+fn http_endpoint(metadata: &Metadata) -> Result<(HttpKey, HttpQuery), ParamError> {
+    let url = reqwest::Url::parse(&metadata.host)
+        .map_err(|e| ParamError::invalid("host", format!("is not a URL ({e})")))?;
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ParamError::invalid("host", "names no server"))?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    // The last path segment is the virtual host; what is before it, a path prefix.
+    let segments: Vec<&str> = url.path().split('/').collect();
+    let (prefix, vhost) = match segments.split_last() {
+        Some((last, rest)) => (rest.join("/"), (*last).to_owned()),
+        None => (String::new(), String::new()),
+    };
+    let prefix = prefix.trim_end_matches('/');
+    let prefix = if prefix.is_empty() || prefix.starts_with('/') {
+        prefix.to_owned()
+    } else {
+        format!("/{prefix}")
+    };
+    let vhost = match &metadata.vhost_name {
+        Some(name) => path_escape(name),
+        None => vhost,
+    };
+    let vhost = if vhost.is_empty() {
+        "%2F".to_owned()
+    } else {
+        vhost
+    };
+    let base = format!("{}://{host}{port}{prefix}", url.scheme());
+    let credentials = metadata.credentials.clone().or_else(|| {
+        (!url.username().is_empty()).then(|| {
+            (
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or_default()),
+            )
+        })
+    });
+    let queue = &metadata.queue_name;
+    let path = if metadata.use_regex {
+        format!(
+            "/api/queues/{vhost}?page=1&use_regex=true&pagination=false&name={}&page_size={}",
+            path_escape(queue),
+            metadata.page_size
+        )
+    } else {
+        format!("/api/queues/{vhost}/{}", path_escape(queue))
+    };
+    Ok((
+        HttpKey {
+            base,
+            credentials,
+            unsafe_ssl: metadata.unsafe_ssl,
+            tls: metadata.tls.clone(),
+            timeout: Duration::ZERO,
+        },
+        HttpQuery {
+            path,
+            regex: metadata.use_regex,
+            page_size: metadata.page_size,
+        },
+    ))
+}
+
+/// A reqwest client with the trigger's TLS settings (the process-wide one without them).
+fn http_client(unsafe_ssl: bool, tls: Option<&Tls>) -> Result<reqwest::Client, ScalerError> {
+    let Some(tls) = tls.filter(|t| t.ca.is_some() || t.cert.is_some()) else {
+        return super::metrics_api::shared_client(unsafe_ssl);
+    };
+    let mut builder = reqwest::Client::builder()
+        .http1_only()
+        .tls_built_in_native_certs(true)
+        .danger_accept_invalid_certs(unsafe_ssl);
+    if let Some(ca) = &tls.ca {
+        let certificates = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
+            .map_err(|_| ParamError::invalid("ca", "is not a PEM certificate"))?;
+        if certificates.is_empty() {
+            return Err(ParamError::invalid("ca", "holds no PEM certificate").into());
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        let identity = reqwest::Identity::from_pem(format!("{cert}\n{key}\n").as_bytes())
+            .map_err(|_| ParamError::invalid("key", "cert and key are not a PEM identity"))?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|e| config(format!("cannot set up an HTTP client: {}", error_chain(&e))))
+}
+
+/// How a built trigger reads.
+enum Reader {
+    Amqp(Arc<Pooled<AmqpKey, AmqpClient>>),
+    Http {
+        pooled: Arc<Pooled<HttpKey, HttpClient, QueueStats>>,
+        query: HttpQuery,
+        operation: Operation,
+    },
+}
+
+/// Builds a `rabbitmq` trigger.
+pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
+    let target_type = super::external_target_type(input)?;
+    let metadata = parse(input)?;
+    let timeout = metadata.timeout.unwrap_or(input.http_timeout);
+    let reader = match metadata.protocol {
+        Protocol::Amqp => {
+            let key = AmqpKey::new(&metadata)?;
+            let tls = key.tls_adaptor()?;
+            let pooled = services.rabbitmq.amqp.get(&key, || AmqpClient {
+                tls,
+                shown: key.shown(),
+                key: key.clone(),
+                connection: tokio::sync::Mutex::new(None),
+            });
+            Reader::Amqp(pooled)
+        }
+        Protocol::Http => {
+            let (mut key, query) = http_endpoint(&metadata)?;
+            key.timeout = timeout;
+            let client = http_client(metadata.unsafe_ssl, metadata.tls.as_ref())?;
+            let pooled = services.rabbitmq.http.get(&key, || HttpClient {
+                client,
+                base: key.base.clone(),
+                credentials: key.credentials.clone(),
+                timeout,
+            });
+            Reader::Http {
+                pooled,
+                query,
+                operation: metadata.operation,
+            }
+        }
+    };
+    Ok(Box::new(RabbitMqScaler {
+        name: metric_name::normalized(
+            input.index,
+            &format!(
+                "rabbitmq-{}",
+                metric_name::query_escape(&metadata.queue_name)
+            ),
+        ),
+        target_type,
+        timeout,
+        reader,
+        metadata,
+    }))
+}
+
+/// A built `rabbitmq` trigger.
+pub struct RabbitMqScaler {
+    metadata: Metadata,
+    name: String,
+    target_type: MetricTargetType,
+    timeout: Duration,
+    reader: Reader,
+}
+
+impl fmt::Debug for RabbitMqScaler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitMqScaler")
+            .field("name", &self.name)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitMqScaler {
+    async fn stats(&self) -> Result<(f64, QueueStats), ScalerError> {
+        match &self.reader {
+            Reader::Amqp(pooled) => {
+                let queue = self.metadata.queue_name.clone();
+                let timeout = self.timeout;
+                let count = pooled
+                    .coalesce(&queue.clone(), move |pooled| {
+                        async move { pooled.client().message_count(&queue, timeout).await }.boxed()
+                    })
+                    .await?;
+                let stats = QueueStats {
+                    messages: count,
+                    ready: count,
+                    ..QueueStats::default()
+                };
+                Ok((count, stats))
+            }
+            Reader::Http {
+                pooled,
+                query,
+                operation,
+            } => {
+                let owned = query.clone();
+                let operation = *operation;
+                let queue = self.metadata.queue_name.clone();
+                let stats = pooled
+                    .coalesce(&format!("{operation:?} {}", query.path), move |pooled| {
+                        async move {
+                            let client = pooled.client();
+                            if !owned.regex {
+                                let info: QueueInfo = client.get(&owned.path).await?;
+                                return Ok(info.stats());
+                            }
+                            let page: QueuePage = client.get(&owned.path).await?;
+                            if page.page_count > 1 {
+                                return Err(client.error(&format!(
+                                    "the regex {queue:?} matches more queues than pageSize ({})",
+                                    owned.page_size
+                                )));
+                            }
+                            let queues: Vec<QueueStats> =
+                                page.items.iter().map(QueueInfo::stats).collect();
+                            Ok(combine(&queues, operation))
+                        }
+                        .boxed()
+                    })
+                    .await?;
+                let messages = if self.metadata.exclude_unacknowledged {
+                    stats.ready
+                } else {
+                    stats.messages
+                };
+                Ok((messages, stats))
+            }
+        }
+    }
+}
+
+impl Scaler for RabbitMqScaler {
+    fn metric_specs(&self) -> Vec<MetricSpec> {
+        vec![MetricSpec::External {
+            name: self.name.clone(),
+            target_type: self.target_type,
+            target: self.metadata.value,
+        }]
+    }
+
+    fn read<'a>(&'a self, metric: &'a str) -> BoxFuture<'a, Result<Reading, ScalerError>> {
+        Box::pin(async move {
+            if metric != self.name {
+                return Err(ScalerError::NoSuchMetric(metric.to_owned()));
+            }
+            let (messages, stats) = self.stats().await?;
+            Ok(evaluate(
+                self.metadata.mode,
+                messages,
+                &stats,
+                self.metadata.activation_value,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Params;
+
+    fn input(params: Params) -> TriggerInput {
+        TriggerInput::new(1, "rabbitmq", params)
+    }
+
+    fn parsed(pairs: &[(&str, &str)]) -> Metadata {
+        parse(&input(Params::from_metadata(pairs.iter().copied()))).unwrap()
+    }
+
+    fn error(params: Params) -> String {
+        parse(&input(params)).unwrap_err().to_string()
+    }
+
+    const AMQP: (&str, &str) = ("host", "amqp://user:pw@rabbit.svc:5672/vh");
+    const HTTP: (&str, &str) = ("host", "http://user:pw@rabbit.svc:15672/vh");
+
+    #[test]
+    fn defaults_and_sources() {
+        let params = Params::from_metadata([("hostFromEnv", "RMQ"), ("queueName", "jobs")])
+            .with_env([("RMQ", "amqp://guest:s3cret@rabbit.svc/")])
+            .with_auth([("username", "worker"), ("password", "hunter2")]);
+        let metadata = parse(&input(params)).unwrap();
+        assert_eq!(metadata.protocol, Protocol::Amqp);
+        assert_eq!(metadata.mode, Mode::QueueLength);
+        assert!((metadata.value - 20.0).abs() < f64::EPSILON);
+        assert!(metadata.activation_value.abs() < f64::EPSILON);
+        assert_eq!(metadata.page_size, 100);
+        assert_eq!(metadata.operation, Operation::Sum);
+        assert_eq!(
+            metadata.credentials,
+            Some(("worker".into(), "hunter2".into()))
+        );
+        let shown = format!("{metadata:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        let key = AmqpKey::new(&metadata).unwrap();
+        assert_eq!(
+            (key.host.as_str(), key.port, key.vhost.as_str()),
+            ("rabbit.svc", 5672, "/")
+        );
+        assert_eq!(
+            (key.username.as_str(), key.password.as_str()),
+            ("worker", "hunter2")
+        );
+
+        let metadata = parsed(&[
+            ("host", "amqp://a%40b:p%2Fw@[::1]:5673/my%2Fvhost"),
+            ("queueName", "q"),
+            ("queueLength", "7.5"),
+        ]);
+        let key = AmqpKey::new(&metadata).unwrap();
+        assert_eq!(
+            (key.host.as_str(), key.port, key.vhost.as_str()),
+            ("[::1]", 5673, "my/vhost")
+        );
+        assert_eq!(
+            (key.username.as_str(), key.password.as_str()),
+            ("a@b", "p/w")
+        );
+        assert!((metadata.value - 7.5).abs() < f64::EPSILON);
+
+        let metadata = parsed(&[
+            HTTP,
+            ("queueName", "q.*"),
+            ("mode", "MessageRate"),
+            ("value", "2.5"),
+            ("activationValue", "1"),
+            ("useRegex", "true"),
+            ("operation", "max"),
+            ("pageSize", "10"),
+            ("excludeUnacknowledged", "true"),
+            ("timeout", "1500"),
+            ("unsafeSsl", "true"),
+        ]);
+        assert_eq!(metadata.protocol, Protocol::Http);
+        assert_eq!(metadata.mode, Mode::MessageRate);
+        assert_eq!(metadata.operation, Operation::Max);
+        assert_eq!(metadata.timeout, Some(Duration::from_millis(1500)));
+        let (key, query) = http_endpoint(&metadata).unwrap();
+        assert_eq!(key.base, "http://rabbit.svc:15672");
+        assert_eq!(key.credentials, Some(("user".into(), "pw".into())));
+        assert_eq!(
+            query.path,
+            "/api/queues/vh?page=1&use_regex=true&pagination=false&name=q.%2A&page_size=10"
+        );
+
+        let metadata = parsed(&[
+            ("host", "https://rabbit.svc/prefix/mgmt/"),
+            ("queueName", "my queue"),
+            ("vhostName", "a/b"),
+        ]);
+        let (key, query) = http_endpoint(&metadata).unwrap();
+        assert_eq!(key.base, "https://rabbit.svc/prefix/mgmt");
+        assert_eq!(key.credentials, None);
+        assert_eq!(query.path, "/api/queues/a%2Fb/my%20queue");
+        let metadata = parsed(&[
+            ("host", "http://h:1"),
+            ("queueName", "q"),
+            ("protocol", "http"),
+        ]);
+        assert_eq!(
+            http_endpoint(&metadata).unwrap().1.path,
+            "/api/queues/%2F/q"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines, reason = "a table of cases")]
+    fn invalid_metadata_errors_name_the_field() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[AMQP],
+                "missing required parameter \"queueName\" in [triggerMetadata]",
+            ),
+            (
+                &[("queueName", "q")],
+                "missing required parameter \"host\" in [triggerMetadata authParams resolvedEnv]",
+            ),
+            (
+                &[("queueName", "q"), ("host", "rabbit:5672")],
+                "parameter \"host\": has the scheme \"rabbit\"; use amqp, amqps, http or https",
+            ),
+            (
+                &[("queueName", "q"), ("host", "not a url")],
+                "parameter \"host\": is not a URL (relative URL without a base)",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("protocol", "http")],
+                "parameter \"host\": has the scheme \"amqp\"; protocol http needs http:// or https://",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("protocol", "amqp")],
+                "parameter \"host\": has the scheme \"http\"; protocol amqp needs amqp:// or amqps://",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("protocol", "stomp")],
+                "parameter \"protocol\": \"stomp\" is not one of auto, amqp, http",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("useRegex", "true")],
+                "useRegex=true needs the HTTP protocol",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("excludeUnacknowledged", "true")],
+                "excludeUnacknowledged=true needs the HTTP protocol",
+            ),
+            (
+                &[
+                    AMQP,
+                    ("queueName", "q"),
+                    ("mode", "MessageRate"),
+                    ("value", "5"),
+                ],
+                "mode MessageRate needs the HTTP protocol (the management API's rates)",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("mode", "Bogus"), ("value", "5")],
+                "parameter \"mode\": \"Bogus\" is not one of QueueLength, MessageRate, DeliverGetRate, PublishedToDeliveredRatio, ExpectedQueueConsumptionTime",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("mode", "QueueLength")],
+                "value must be given with mode",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("value", "5")],
+                "mode must be given with value",
+            ),
+            (
+                &[
+                    HTTP,
+                    ("queueName", "q"),
+                    ("queueLength", "5"),
+                    ("value", "5"),
+                ],
+                "queueLength is deprecated; use mode and value",
+            ),
+            (
+                &[
+                    HTTP,
+                    ("queueName", "q"),
+                    ("value", "x"),
+                    ("mode", "QueueLength"),
+                ],
+                "parameter \"value\": \"x\" is not a number",
+            ),
+            (
+                &[
+                    HTTP,
+                    ("queueName", "q"),
+                    ("value", "-1"),
+                    ("mode", "QueueLength"),
+                ],
+                "parameter \"value\": -1 must not be negative",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("activationValue", "inf")],
+                "parameter \"activationValue\": inf is not a finite number",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("activationValue", "x")],
+                "parameter \"activationValue\": \"x\" is not a number",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("pageSize", "0")],
+                "parameter \"pageSize\": 0 must be 1 or greater",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("operation", "min")],
+                "parameter \"operation\": \"min\" is not one of sum, avg, max",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("timeout", "-5")],
+                "parameter \"timeout\": -5 must be a number of milliseconds greater than 0",
+            ),
+            (
+                &[HTTP, ("queueName", "q"), ("useRegex", "yes")],
+                "parameter \"useRegex\": \"yes\" is not a bool",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("timeout", "1000")],
+                "timeout is for the HTTP protocol only; AMQP has no custom timeout",
+            ),
+            (
+                &[AMQP, ("queueName", "q"), ("password", "plain")],
+                "parameter \"password\" is a secret and must come from a TriggerAuthentication or the container environment, not from metadata",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(
+                error(Params::from_metadata(pairs.iter().copied())),
+                *expected,
+                "{pairs:?}"
+            );
+        }
+        let long = "q".repeat(256);
+        assert_eq!(
+            error(Params::from_metadata([AMQP, ("queueName", long.as_str())])),
+            "parameter \"queueName\": is longer than 255 bytes"
+        );
+        let base = || Params::from_metadata([HTTP, ("queueName", "q")]);
+        assert_eq!(
+            error(base().with_auth([("username", "u")])),
+            "username and password must be given together"
+        );
+        assert_eq!(
+            error(base().with_auth([("tls", "on")])),
+            "parameter \"tls\": \"on\" is not one of enable, disable"
+        );
+        assert_eq!(
+            error(base().with_auth([("tls", "enable"), ("cert", "c")])),
+            "both key and cert must be given, or neither"
+        );
+        assert_eq!(
+            error(base().with_auth([("workloadIdentityResource", "api://rabbit")])),
+            "workloadIdentityResource (Azure AD Workload Identity) is not supported; use \
+             username and password"
+        );
+        assert_eq!(
+            error(base().with_auth([("clientID", "id")])),
+            "OAuth2 (oauthTokenURI, clientID, clientSecret) is not supported; use username and \
+             password"
+        );
+        assert_eq!(
+            error(base().with_auth([("tls", "enable"), ("keyPassword", "k")])),
+            "keyPassword (an encrypted client key) is not supported; give the key unencrypted"
+        );
+        let amqps = parsed(&[("host", "amqps://rabbit/"), ("queueName", "q")]);
+        let key = AmqpKey::new(&amqps).unwrap();
+        assert_eq!(key.port, 5671);
+        assert!(key.tls.is_some() && key.tls_adaptor().unwrap().is_some());
+        let bad_ca = Params::from_metadata([AMQP, ("queueName", "q")])
+            .with_auth([("tls", "enable"), ("ca", "not pem")]);
+        let metadata = parse(&input(bad_ca)).unwrap();
+        let key = AmqpKey::new(&metadata).unwrap();
+        assert_eq!(
+            key.tls_adaptor().err().unwrap().to_string(),
+            "parameter \"ca\": holds no PEM certificate"
+        );
+        // The URL (with its password) is never part of an error.
+        let bad = Params::from_metadata([("queueName", "q")])
+            .with_auth([("host", "ftp://user:s3cret@host/")]);
+        assert!(!error(bad).contains("s3cret"));
+    }
+
+    #[test]
+    fn modes_compute_as_keda_does() {
+        let stats = QueueStats {
+            messages: 10.0,
+            ready: 4.0,
+            publish_rate: 3.0,
+            deliver_get_rate: 2.0,
+        };
+        let read = |mode, messages, stats: &QueueStats, activation| {
+            let r = evaluate(mode, messages, stats, activation);
+            (r.value, r.active)
+        };
+        assert_eq!(read(Mode::QueueLength, 10.0, &stats, 10.0), (10.0, false));
+        assert_eq!(read(Mode::QueueLength, 11.0, &stats, 10.0), (11.0, true));
+        assert_eq!(read(Mode::MessageRate, 10.0, &stats, 5.0), (3.0, true));
+        assert_eq!(read(Mode::MessageRate, 1.0, &stats, 5.0), (3.0, false));
+        assert_eq!(read(Mode::DeliverGetRate, 10.0, &stats, 1.0), (2.0, true));
+        assert_eq!(
+            read(Mode::PublishedToDeliveredRatio, 10.0, &stats, 2.0),
+            (1.5, false)
+        );
+        assert_eq!(
+            read(Mode::ExpectedQueueConsumptionTime, 10.0, &stats, 0.0),
+            (5.5, true)
+        );
+        let idle = QueueStats {
+            publish_rate: 1.0,
+            ..QueueStats::default()
+        };
+        assert_eq!(
+            read(Mode::PublishedToDeliveredRatio, 0.0, &idle, 4.0),
+            (4.0, true)
+        );
+        assert_eq!(
+            read(Mode::ExpectedQueueConsumptionTime, 0.0, &idle, 4.0),
+            (4.0, true)
+        );
+        assert_eq!(
+            read(
+                Mode::PublishedToDeliveredRatio,
+                0.0,
+                &QueueStats::default(),
+                4.0
+            ),
+            (0.0, false)
+        );
+
+        let queues = [
+            QueueStats {
+                messages: 3.0,
+                ready: 1.0,
+                publish_rate: 0.5,
+                deliver_get_rate: 0.0,
+            },
+            QueueStats {
+                messages: 4.0,
+                ready: 4.0,
+                publish_rate: 1.5,
+                deliver_get_rate: 1.0,
+            },
+        ];
+        assert_eq!(
+            combine(&queues, Operation::Sum),
+            QueueStats {
+                messages: 7.0,
+                ready: 5.0,
+                publish_rate: 2.0,
+                deliver_get_rate: 1.0
+            }
+        );
+        assert_eq!(
+            combine(&queues, Operation::Avg),
+            QueueStats {
+                messages: 3.0,
+                ready: 2.0,
+                publish_rate: 1.0,
+                deliver_get_rate: 0.5
+            }
+        );
+        assert_eq!(
+            combine(&queues, Operation::Max),
+            QueueStats {
+                messages: 4.0,
+                ready: 4.0,
+                publish_rate: 1.5,
+                deliver_get_rate: 1.0
+            }
+        );
+        assert_eq!(combine(&[], Operation::Max), QueueStats::default());
+    }
+
+    #[tokio::test]
+    async fn names_and_shared_connections() {
+        let services = Services::new(
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap(),
+        );
+        let amqp = |queue: &str, vhost: &str| {
+            Params::from_metadata([("queueName", queue), ("vhostName", vhost)])
+                .with_auth([("host", "amqp://guest:s3cret@127.0.0.1:9/")])
+        };
+        let first = build(&input(amqp("namespace/name", "/")), &services).unwrap();
+        let second = build(&input(amqp("other", "/")), &services).unwrap();
+        assert_eq!(
+            first.metric_specs(),
+            vec![MetricSpec::External {
+                name: "s1-rabbitmq-namespace-2Fname".into(),
+                target_type: MetricTargetType::AverageValue,
+                target: 20.0,
+            }]
+        );
+        assert_eq!(services.rabbitmq.amqp.clients(), 1);
+        let third = build(&input(amqp("q", "other")), &services).unwrap();
+        assert_eq!(services.rabbitmq.amqp.clients(), 2);
+        assert!(!format!("{first:?}").contains("s3cret"));
+        let http = |queue: &str| {
+            Params::from_metadata([("queueName", queue)])
+                .with_auth([("host", "http://guest:s3cret@127.0.0.1:9/")])
+        };
+        let mgmt_a = build(&input(http("a")), &services).unwrap();
+        let mgmt_b = build(&input(http("b")), &services).unwrap();
+        assert_eq!(services.rabbitmq.http.clients(), 1);
+        let error = first
+            .read("s1-rabbitmq-namespace-2Fname")
+            .await
+            .unwrap_err();
+        assert_eq!(error.category(), "source");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        let error = mgmt_a.read("s1-rabbitmq-a").await.unwrap_err();
+        assert_eq!(error.category(), "source");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        drop((first, second, third, mgmt_a, mgmt_b));
+        assert_eq!(services.rabbitmq.amqp.clients(), 0);
+        assert_eq!(services.rabbitmq.http.clients(), 0);
+    }
+}
