@@ -14,6 +14,7 @@ pub mod postgresql;
 pub mod rabbitmq;
 pub mod redis;
 pub mod schema;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! it are one query. No error or `Debug` output shows the password or the connection string.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -15,11 +15,9 @@ use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row, SslOpts, Value};
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
 
 use super::pooled::{Pool, Pooled};
-use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain};
+use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain, tls};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError, Source};
 
@@ -143,11 +141,12 @@ impl Server {
     fn opts(&self) -> Opts {
         let ssl = match self.tls {
             Tls::Off => None,
+            // The system's trust store, as Go's driver verifies against.
             Tls::Verify => Some(
                 SslOpts::default()
                     .with_disable_built_in_roots(true)
                     .with_root_certs(
-                        system_roots()
+                        tls::system_root_certificates()
                             .iter()
                             .map(|der| der.as_ref().into())
                             .collect(),
@@ -168,23 +167,6 @@ impl Server {
             .setup(self.session.clone())
             .into()
     }
-}
-
-/// The system's trust store (the certificates rustls accepts), read once: `tls=true` verifies
-/// against it, as Go's driver does.
-fn system_roots() -> &'static [CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for error in &loaded.errors {
-            tracing::debug!(%error, "could not read part of the system trust store");
-        }
-        loaded
-            .certs
-            .into_iter()
-            .filter(|cert| RootCertStore::empty().add(cert.clone()).is_ok())
-            .collect()
-    })
 }
 
 /// The parameters of a `mysql` trigger.

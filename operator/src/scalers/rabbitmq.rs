@@ -13,7 +13,7 @@
 //! `Debug` output shows the host URL (it carries the password) or a password.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use amqprs::callbacks::ChannelCallback;
@@ -24,16 +24,11 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde::Deserialize;
 use tokio_rustls::TlsConnector;
 
 use super::pooled::{Pool, Pooled};
-use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain};
+use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, error_chain, tls};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError, Source};
 
@@ -45,6 +40,13 @@ const META_AUTH: &[Source] = &[Source::Metadata, Source::Auth];
 const CREDENTIALS: &[Source] = &[Source::Auth, Source::Env];
 /// Where the TLS settings may come from.
 const AUTH: &[Source] = &[Source::Auth];
+/// The parameters TLS errors of AMQP connections name.
+const TLS_NAMES: tls::Names = tls::Names {
+    tls: "tls",
+    ca: "ca",
+    cert: "cert",
+    key: "key",
+};
 
 /// The longest queue name AMQP can carry (a short string), in bytes.
 const MAX_QUEUE_NAME: usize = 255;
@@ -569,12 +571,23 @@ impl AmqpKey {
     }
 
     /// The TLS side of the connection, when it has one; no I/O but reading the system's trust
-    /// store once.
+    /// store once. The rustls configuration has the system's roots and `ca` (or no
+    /// verification with `unsafeSsl`), and the client certificate if any.
     fn tls_adaptor(&self) -> Result<Option<TlsAdaptor>, ParamError> {
-        let Some(tls) = &self.tls else {
+        let Some(AmqpTls {
+            material,
+            unsafe_ssl,
+        }) = &self.tls
+        else {
             return Ok(None);
         };
-        let config = tls_config(tls)?;
+        let client = tls::ClientTls {
+            ca: material.ca.as_deref(),
+            cert: material.cert.as_deref(),
+            key: material.key.as_deref(),
+            unsafe_ssl: *unsafe_ssl,
+        };
+        let config = tls::client_config(&client, TLS_NAMES)?;
         let domain = self
             .host
             .trim_start_matches('[')
@@ -584,118 +597,6 @@ impl AmqpKey {
             TlsConnector::from(Arc::new(config)),
             domain,
         )))
-    }
-}
-
-fn tls_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
-
-/// The system's trust store, read once.
-fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(loaded.certs);
-        roots
-    })
-}
-
-fn pem_certificates(name: &str, pem: &str) -> Result<Vec<CertificateDer<'static>>, ParamError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
-    if certs.is_empty() {
-        return Err(ParamError::invalid(name, "holds no PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// The rustls configuration of an AMQP connection: the system's roots and `ca` (or no
-/// verification with `unsafeSsl`), and the client certificate if any.
-fn tls_config(tls: &AmqpTls) -> Result<ClientConfig, ParamError> {
-    let provider = tls_provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ParamError::invalid("tls", e.to_string()))?;
-    let builder = if tls.unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-    } else {
-        let mut roots = system_roots().clone();
-        if let Some(ca) = &tls.material.ca {
-            for cert in pem_certificates("ca", ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|_| ParamError::invalid("ca", "holds an unusable certificate"))?;
-            }
-        }
-        builder.with_root_certificates(roots)
-    };
-    match (&tls.material.cert, &tls.material.key) {
-        (Some(cert), Some(key)) => {
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
-            builder
-                .with_client_auth_cert(pem_certificates("cert", cert)?, key)
-                .map_err(|_| ParamError::invalid("key", "is not a private key matching cert"))
-        }
-        _ => Ok(builder.with_no_client_auth()),
-    }
-}
-
-/// `unsafeSsl`: any certificate chain and name is accepted (as Go's `InsecureSkipVerify`);
-/// the handshake signatures are still checked against the presented certificate.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -23,12 +23,9 @@ use keda_proto::externalscaler::{self as proto, GetMetricsRequest, ScaledObjectR
 use tokio::sync::watch;
 use tonic::codegen::http::Uri;
 
-/// TLS pieces other scalers' clients share: the ring provider, the system's trust store, and
-/// the verifier that accepts any certificate.
-pub(crate) use pool::{AcceptAnyCertificate, provider, system_roots};
 pub use pool::{ExternalPool, PushBackoff};
 
-use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
+use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput, tls};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError, Params, Source};
 
@@ -126,13 +123,13 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         tls_client_key: params.secret("tlsClientKey", AUTH_ONLY)?.map(str::to_owned),
     };
     if let Some(ca) = &metadata.ca_cert {
-        pool::certificates("caCert", ca)?;
+        tls::certificates("caCert", ca)?;
     }
     if let Some(cert) = &metadata.tls_client_cert {
-        pool::certificates("tlsClientCert", cert)?;
+        tls::certificates("tlsClientCert", cert)?;
     }
     if let Some(key) = &metadata.tls_client_key {
-        pool::private_key("tlsClientKey", key)?;
+        tls::private_key("tlsClientKey", key)?;
     }
     Ok(metadata)
 }

@@ -13,16 +13,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tonic::codegen::http::Uri;
@@ -30,6 +27,15 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::params::ParamError;
 use crate::scalers::ScalerError;
+use crate::scalers::tls::{self, ClientTls, Names};
+
+/// The parameters TLS errors of external scalers name.
+const NAMES: Names = Names {
+    tls: "enableTLS",
+    ca: "caCert",
+    cert: "tlsClientCert",
+    key: "tlsClientKey",
+};
 
 /// HTTP/2 pings on connections with open streams, so a peer that vanished without closing is
 /// noticed. Not more often than every 5 minutes: gRPC servers (grpc-go's default keepalive
@@ -226,136 +232,18 @@ fn channel(key: &Key, timeout: Duration) -> Result<Channel, ScalerError> {
         .connect_with_connector_lazy(connector))
 }
 
-/// The ring provider, the one TLS provider of this build.
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
-
-/// The system's trust store, read once.
-pub(crate) fn system_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let loaded = rustls_native_certs::load_native_certs();
-        for error in &loaded.errors {
-            tracing::debug!(%error, "could not read part of the system trust store");
-        }
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(loaded.certs);
-        roots
-    })
-}
-
-/// PEM certificates, at least one.
-pub(super) fn certificates(
-    name: &str,
-    pem: &str,
-) -> Result<Vec<CertificateDer<'static>>, ParamError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
-    if certs.is_empty() {
-        return Err(ParamError::invalid(name, "holds no PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// A PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub(super) fn private_key(name: &str, pem: &str) -> Result<PrivateKeyDer<'static>, ParamError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|_| ParamError::invalid(name, "holds no PEM private key"))
-}
-
 /// The rustls client configuration of `tls`: the system's roots plus the CA (or no
 /// verification at all with `unsafeSsl`), the client certificate if any, ALPN `h2`.
 fn client_config(tls: &Tls) -> Result<ClientConfig, ParamError> {
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ParamError::invalid("enableTLS", e.to_string()))?;
-    let builder = if tls.unsafe_ssl {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-    } else {
-        let mut roots = system_roots().clone();
-        if let Some(ca) = &tls.ca {
-            for cert in certificates("caCert", ca)? {
-                roots
-                    .add(cert)
-                    .map_err(|_| ParamError::invalid("caCert", "holds an unusable certificate"))?;
-            }
-        }
-        builder.with_root_certificates(roots)
+    let client = ClientTls {
+        ca: tls.ca.as_deref(),
+        cert: tls.client.as_ref().map(|(cert, _)| cert.as_str()),
+        key: tls.client.as_ref().map(|(_, key)| key.as_str()),
+        unsafe_ssl: tls.unsafe_ssl,
     };
-    let mut config = match &tls.client {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                certificates("tlsClientCert", cert)?,
-                private_key("tlsClientKey", key)?,
-            )
-            .map_err(|_| {
-                ParamError::invalid(
-                    "tlsClientKey",
-                    "is not a private key matching tlsClientCert",
-                )
-            })?,
-        None => builder.with_no_client_auth(),
-    };
+    let mut config = tls::client_config(&client, NAMES)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// `unsafeSsl`: any certificate chain and name is accepted (as Go's `InsecureSkipVerify`);
-/// the handshake signatures are still checked against the presented certificate.
-#[derive(Debug)]
-pub(crate) struct AcceptAnyCertificate(pub(crate) Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Opens TCP connections and runs the TLS handshake on them, for tonic.
@@ -449,20 +337,6 @@ mod tests {
         let text = format!("{:?}", key("scaler:6000", Some(tls)));
         assert!(text.contains("scaler:6000"));
         assert!(!text.contains("PEM"));
-    }
-
-    #[test]
-    fn pem_errors_name_the_parameter() {
-        assert_eq!(
-            certificates("caCert", "not pem").unwrap_err().to_string(),
-            "parameter \"caCert\": holds no PEM certificate"
-        );
-        assert_eq!(
-            private_key("tlsClientKey", "not pem")
-                .unwrap_err()
-                .to_string(),
-            "parameter \"tlsClientKey\": holds no PEM private key"
-        );
     }
 
     #[test]

@@ -315,31 +315,17 @@ fn tls(params: &Params) -> Result<Option<Tls>, ScalerError> {
         (None, Some(_)) => return Err(missing(params, "cert", AUTH)),
     };
     if let Some(ca) = &ca {
-        pem_certificates("ca", ca)?;
+        super::tls::certificates("ca", ca)?;
     }
     if let Some((cert, key)) = &client {
-        use rustls_pki_types::pem::PemObject;
-        pem_certificates("cert", cert)?;
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
-            .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
+        super::tls::certificates("cert", cert)?;
+        super::tls::private_key("key", key)?;
     }
     Ok(Some(Tls {
         ca,
         client,
         unsafe_ssl,
     }))
-}
-
-/// Checks that `pem` holds at least one PEM certificate.
-fn pem_certificates(name: &str, pem: &str) -> Result<(), ParamError> {
-    use rustls_pki_types::pem::PemObject;
-    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
-    if certificates.is_empty() {
-        return Err(ParamError::invalid(name, "holds no PEM certificate"));
-    }
-    Ok(())
 }
 
 /// Reads and checks the connection parameters of a trigger of `kind`; no I/O.
