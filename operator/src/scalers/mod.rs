@@ -6,10 +6,13 @@
 pub mod cpu_memory;
 pub mod cron;
 pub mod external;
+pub mod http_auth;
 pub mod kubernetes_workload;
 pub mod metrics_api;
+pub mod nats_jetstream;
 pub mod pooled;
 pub mod postgresql;
+pub mod prometheus;
 pub mod redis;
 pub mod schema;
 
@@ -181,6 +184,10 @@ pub struct Services {
     pub postgres: Arc<postgresql::PostgresPool>,
     /// Connections of the `redis` triggers, one per server, credentials and database.
     pub redis: Arc<redis::RedisPool>,
+    /// Clients of the `prometheus` triggers, one per server, credentials and headers.
+    pub prometheus: Arc<prometheus::PrometheusPool>,
+    /// Requests of the `nats-jetstream` triggers, one per monitoring URL.
+    pub nats: Arc<nats_jetstream::NatsPool>,
 }
 
 impl Services {
@@ -191,6 +198,8 @@ impl Services {
             external: Arc::default(),
             postgres: Arc::default(),
             redis: Arc::default(),
+            prometheus: Arc::default(),
+            nats: Arc::default(),
         }
     }
 }
@@ -236,7 +245,13 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ("external-push", external::build, &[]),
     ("kubernetes-workload", kubernetes_workload::build, &[]),
     ("metrics-api", metrics_api::build, &[]),
+    (
+        "nats-jetstream",
+        nats_jetstream::build,
+        nats_jetstream::PARAMETERS,
+    ),
     ("postgresql", postgresql::build, &[]),
+    ("prometheus", prometheus::build, prometheus::PARAMETERS),
     ("redis", redis::build, redis::PARAMETERS),
 ];
 

@@ -16,15 +16,16 @@ use futures::future::{BoxFuture, Shared};
 
 use super::ScalerError;
 
-type Read = Shared<BoxFuture<'static, Result<f64, ScalerError>>>;
-type Entries<K, C> = Mutex<HashMap<K, Weak<Pooled<K, C>>>>;
+type Read<T> = Shared<BoxFuture<'static, Result<T, ScalerError>>>;
+type Entries<K, C, T> = Mutex<HashMap<K, Weak<Pooled<K, C, T>>>>;
 
-/// Shared clients by key (endpoint, credentials, database).
-pub struct Pool<K: Eq + Hash, C> {
-    entries: Arc<Entries<K, C>>,
+/// Shared clients by key (endpoint, credentials, database), whose reads answer a `T` (a
+/// value, or a whole response that each trigger takes its value from).
+pub struct Pool<K: Eq + Hash, C, T = f64> {
+    entries: Arc<Entries<K, C, T>>,
 }
 
-impl<K: Eq + Hash, C> Default for Pool<K, C> {
+impl<K: Eq + Hash, C, T> Default for Pool<K, C, T> {
     fn default() -> Self {
         Self {
             entries: Arc::default(),
@@ -32,7 +33,7 @@ impl<K: Eq + Hash, C> Default for Pool<K, C> {
     }
 }
 
-impl<K, C> std::fmt::Debug for Pool<K, C>
+impl<K, C, T> std::fmt::Debug for Pool<K, C, T>
 where
     K: Eq + Hash,
 {
@@ -44,7 +45,7 @@ where
     }
 }
 
-impl<K, C> Pool<K, C>
+impl<K, C, T> Pool<K, C, T>
 where
     K: Eq + Hash,
 {
@@ -56,13 +57,13 @@ where
     }
 }
 
-impl<K, C> Pool<K, C>
+impl<K, C, T> Pool<K, C, T>
 where
     K: Clone + Eq + Hash,
 {
     /// The client for `key`: the one in use, or a new one made by `make` (which must not do
     /// I/O: clients connect on first use).
-    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> C) -> Arc<Pooled<K, C>> {
+    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> C) -> Arc<Pooled<K, C, T>> {
         let mut entries = self
             .entries
             .lock()
@@ -82,15 +83,15 @@ where
 }
 
 /// One shared client; dropping the last reference drops it and forgets it in the pool.
-pub struct Pooled<K: Eq + Hash, C> {
+pub struct Pooled<K: Eq + Hash, C, T = f64> {
     client: C,
     key: K,
-    entries: Weak<Entries<K, C>>,
+    entries: Weak<Entries<K, C, T>>,
     /// Reads in flight, by what they ask.
-    reads: Mutex<HashMap<String, Read>>,
+    reads: Mutex<HashMap<String, Read<T>>>,
 }
 
-impl<K: Eq + Hash, C: std::fmt::Debug> std::fmt::Debug for Pooled<K, C> {
+impl<K: Eq + Hash, C: std::fmt::Debug, T> std::fmt::Debug for Pooled<K, C, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pooled")
             .field("client", &self.client)
@@ -98,16 +99,17 @@ impl<K: Eq + Hash, C: std::fmt::Debug> std::fmt::Debug for Pooled<K, C> {
     }
 }
 
-impl<K: Eq + Hash, C> Pooled<K, C> {
+impl<K: Eq + Hash, C, T> Pooled<K, C, T> {
     pub(crate) fn client(&self) -> &C {
         &self.client
     }
 }
 
-impl<K, C> Pooled<K, C>
+impl<K, C, T> Pooled<K, C, T>
 where
     K: Eq + Hash + Send + Sync + 'static,
     C: Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
 {
     /// The result of `read` for `question`: joins the read of the same question already
     /// running on this client, or starts one in its own task.
@@ -115,9 +117,9 @@ where
         self: &Arc<Self>,
         question: &str,
         read: F,
-    ) -> impl Future<Output = Result<f64, ScalerError>> + Send + 'static
+    ) -> impl Future<Output = Result<T, ScalerError>> + Send + 'static
     where
-        F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<f64, ScalerError>>,
+        F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<T, ScalerError>>,
     {
         let mut reads = self
             .reads
@@ -149,7 +151,7 @@ where
     }
 }
 
-impl<K: Eq + Hash, C> Drop for Pooled<K, C> {
+impl<K: Eq + Hash, C, T> Drop for Pooled<K, C, T> {
     fn drop(&mut self) {
         let Some(entries) = self.entries.upgrade() else {
             return;
