@@ -59,7 +59,7 @@ impl StandIn {
         let addr = listener.local_addr().unwrap();
         let state: Arc<Mutex<StandInState>> = Arc::default();
         let app = axum::Router::new()
-            .fallback(move |state, request| answer(format, state, request))
+            .fallback(move |state, request| async move { answer(format, state, &request) })
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -68,10 +68,10 @@ impl StandIn {
     }
 }
 
-async fn answer(
+fn answer(
     format: Format,
     State(state): State<Arc<Mutex<StandInState>>>,
-    request: axum::extract::Request,
+    request: &axum::extract::Request,
 ) -> Response {
     let mut state = state.lock().unwrap();
     let _ = write!(state.seen, "{} ", request.uri());
