@@ -1,6 +1,7 @@
 //! End-to-end scenarios of the data-source scalers: a Deployment scaled 0 → N → 0 by a trigger
 //! that reads a real server on this machine (started by `external-scalers/scripts/
-//! ensure-test-services` when it is down). One module per scaler, in `data_sources/`.
+//! ensure-test-services` when it is down, or on free ports by `test-server`). One module per
+//! scaler, in `data_sources/`.
 //!
 //! On a real cluster (`KEDA_E2E_KUBECONFIG`), the operator reaches the servers at
 //! `KEDA_E2E_SOURCE_HOST`; the test itself writes to them on loopback.
@@ -14,10 +15,18 @@
 
 mod support;
 
+#[path = "data_sources/nats_jetstream.rs"]
+mod nats_jetstream;
+#[path = "../../../operator/tests/support/nats_text.rs"]
+mod nats_text;
 #[path = "data_sources/postgresql.rs"]
 mod postgresql;
+#[path = "data_sources/prometheus.rs"]
+mod prometheus;
 #[path = "data_sources/redis.rs"]
 mod redis;
+#[path = "../../../operator/tests/support/test_server.rs"]
+mod test_server;
 
 use std::future::Future;
 use std::time::Duration;
