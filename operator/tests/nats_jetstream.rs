@@ -321,3 +321,69 @@ async fn a_server_that_is_down_is_an_error_never_zero() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn in_a_cluster_the_consumer_leader_is_found_and_read() {
+    let server = TestServer::start("nats-cluster");
+    let (client, monitoring) = addrs(&server);
+    let port = monitoring.rsplit_once(':').unwrap().1.to_owned();
+    let mut nats = NatsText::connect(client).await;
+    // One replica: the stream and its consumer live on one node of the three.
+    nats.stream_and_consumer("SPREAD", &["spread.>"], "workers")
+        .await;
+    nats.publish("spread.x", 3).await;
+    let mut without = Vec::new();
+    for host in server.get("hosts").split(',') {
+        let jsz = reqwest::get(format!(
+            "http://{host}:{port}/jsz?acc=$G&consumers=true&config=true"
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        if !jsz.contains("\"SPREAD\"") {
+            without.push(host.to_owned());
+        }
+    }
+    assert_eq!(without.len(), 2, "one node holds the stream");
+
+    // Pointed at a node that does not hold the stream, the trigger reads the leader.
+    let services = services();
+    let endpoint = format!("{}:{port}", without[0]);
+    let scaler =
+        scalers::build(&trigger(0, &endpoint, "SPREAD", "workers", &[]), &services).unwrap();
+    reads(
+        &*scaler,
+        Reading {
+            value: 3.0,
+            active: true,
+        },
+    )
+    .await;
+    assert_eq!(
+        services.nats.clients(),
+        2,
+        "the configured node and the leader"
+    );
+    let acks = nats.fetch("SPREAD", "workers", 1).await;
+    nats.ack(&acks).await;
+    reads(
+        &*scaler,
+        Reading {
+            value: 2.0,
+            active: true,
+        },
+    )
+    .await;
+
+    // A stream no node holds is still an error.
+    let unknown =
+        scalers::build(&trigger(1, &endpoint, "NONE", "workers", &[]), &services).unwrap();
+    assert_eq!(
+        unknown.read(&name(&*unknown)).await.unwrap_err(),
+        ScalerError::Source(format!(
+            "GET http://{endpoint}/jsz: stream \"NONE\" not found in account \"$G\""
+        ))
+    );
+}

@@ -8,11 +8,14 @@
 //! KEDA. A stream that is not found, a server that cannot be reached, or an answer that is
 //! not the monitoring JSON is an error, never 0.
 //!
-//! Clustered servers: when the answer says the JetStream meta cluster has more than one node
-//! and the consumer's leader is another node, the leader is looked up as KEDA does (the
-//! `connect_urls` of `/varz`, each asked for its `server_name` on the monitoring port of the
-//! given endpoint) and asked instead; the leader's address is remembered until it stops
-//! knowing the consumer.
+//! Clustered servers: each node reports only the streams it holds, and a consumer's numbers
+//! are current on its leader. When the answer says the JetStream meta cluster has more than
+//! one node, the leader is looked up as KEDA does: the nodes are the configured node's
+//! `connect_urls` (each asked for its `server_name` on `/varz`, on the configured monitoring
+//! port), or, when the nodes advertise no client URLs, `<name>.<configured host>` for the
+//! first label of each node's name (a StatefulSet behind a headless Service); the node whose
+//! `/jsz` names itself the consumer's leader is read, and remembered while it stays the
+//! leader. When no node leads the consumer, the configured node's answer counts.
 //!
 //! Triggers reading the same URL share one request at a time (and the answer: triggers of
 //! different consumers of one account read one response).
@@ -392,9 +395,9 @@ impl NatsJetStreamScaler {
         )
     }
 
-    /// What the consumer's leader says, as KEDA finds it: the remembered leader if it still
-    /// knows the consumer, else the configured node, and in a cluster the node whose
-    /// `server_name` is the consumer's leader.
+    /// What the consumer's leader says, as KEDA finds it: the remembered leader while it still
+    /// leads the consumer; else the configured node, and in a cluster the node whose
+    /// `server_name` is the consumer's leader (then remembered).
     async fn lookup(&self) -> Result<Found, ScalerError> {
         if let Some((name, pooled)) = self.remembered_leader() {
             let answer = jsz(&pooled, self.timeout).await?;
@@ -408,25 +411,14 @@ impl NatsJetStreamScaler {
         }
         let answer = jsz(&self.pooled, self.timeout).await?;
         let found = self.find(&answer);
-        let Some(found) = found else {
-            return Err(self.not_found());
-        };
-        let leader = match &found {
-            Found::Consumer { leader, .. } if answer.cluster_size() > 1 && !leader.is_empty() => {
-                leader.clone()
-            }
-            _ => return Ok(found),
-        };
-        match self.leader_endpoint(&leader).await? {
-            Some(pooled) => {
-                let answer = jsz(&pooled, self.timeout).await?;
-                let found = self.find(&answer).ok_or_else(|| self.not_found())?;
-                self.remember_leader(Some((leader, pooled)));
-                Ok(found)
-            }
-            // As KEDA: when no node is the leader, the configured node's answer counts.
-            None => Ok(found),
+        if answer.cluster_size() > 1
+            && let Some((name, pooled, found)) = self.find_leader().await?
+        {
+            self.remember_leader(Some((name, pooled)));
+            return Ok(found);
         }
+        // Standalone, or no node leads the consumer: the configured node's answer counts.
+        found.ok_or_else(|| self.not_found())
     }
 
     fn not_found(&self) -> ScalerError {
@@ -438,55 +430,82 @@ impl NatsJetStreamScaler {
         ))
     }
 
-    /// The monitoring URL of a host, with the configured endpoint's port.
+    /// The `/varz` URL of `host`, on the configured endpoint's port.
     fn varz_url(&self, host: &str) -> Option<reqwest::Url> {
-        let base = &self.pooled.client().url;
-        let mut url = base.clone();
+        let mut url = self.pooled.client().url.clone();
         url.set_host(Some(host)).ok()?;
         url.set_path("/varz");
         url.set_query(None);
         Some(url)
     }
 
-    /// The pooled `/jsz` endpoint of the node named `leader`, found through the cluster's
-    /// `/varz` answers.
-    async fn leader_endpoint(&self, leader: &str) -> Result<Option<SharedJsz>, ScalerError> {
-        let base = self.pooled.client().url.clone();
-        let mut own = base.clone();
-        own.set_path("/varz");
-        own.set_query(None);
+    /// The cluster's nodes as KEDA finds them: `(server name, host)` of each entry of the
+    /// configured node's `connect_urls` (each node asked for its name); when the nodes do not
+    /// advertise client URLs, the first label of the node's and its routes' names, reached at
+    /// `<name>.<configured host>` (a StatefulSet's pods behind a headless Service).
+    async fn nodes(&self) -> Result<Vec<(String, String)>, ScalerError> {
+        let configured = self
+            .pooled
+            .client()
+            .url
+            .host_str()
+            .unwrap_or_default()
+            .to_owned();
+        let own = self.varz_url(&configured).ok_or_else(|| self.not_found())?;
         let varz: Varz = get_json(own.clone(), own.as_str(), self.timeout).await?;
-        let endpoint_for = |host: &str| -> Option<SharedJsz> {
-            let mut url = base.clone();
-            url.set_host(Some(host)).ok()?;
-            let key = url.to_string();
-            Some(self.pool.get(&key, || Endpoint::new(url)))
-        };
+        let mut nodes = Vec::new();
         if varz.connect_urls.is_empty() {
-            // Nodes not advertised: the names are the first label of `<node>.<endpoint host>`.
-            let host = base.host_str().unwrap_or_default().to_owned();
             let names = std::iter::once(varz.server_name.as_str())
                 .chain(varz.cluster.urls.iter().map(String::as_str));
             for name in names {
-                let node = name.split('.').next().unwrap_or_default();
-                if node == leader {
-                    return Ok(endpoint_for(&format!("{node}.{host}")));
+                let node = name.split('.').next().unwrap_or_default().to_owned();
+                let host = format!("{node}.{configured}");
+                if !node.is_empty() && !nodes.iter().any(|(n, _)| *n == node) {
+                    nodes.push((node, host));
                 }
             }
-            return Ok(None);
+            return Ok(nodes);
         }
+        let mut hosts: Vec<&str> = Vec::new();
         for connect in &varz.connect_urls {
             let host = connect
                 .rsplit_once(':')
                 .map_or(connect.as_str(), |(host, _)| host)
                 .trim_start_matches('[')
                 .trim_end_matches(']');
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        for host in hosts {
             let Some(url) = self.varz_url(host) else {
                 continue;
             };
-            let node: Varz = get_json(url.clone(), url.as_str(), self.timeout).await?;
-            if node.server_name == leader {
-                return Ok(endpoint_for(host));
+            // A node that does not answer cannot be the leader the others report.
+            if let Ok(node) = get_json::<Varz>(url.clone(), url.as_str(), self.timeout).await {
+                nodes.push((node.server_name, host.to_owned()));
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// The node that leads the consumer, its shared `/jsz` requests and what it says.
+    async fn find_leader(&self) -> Result<Option<(String, SharedJsz, Found)>, ScalerError> {
+        for (name, host) in self.nodes().await? {
+            let mut url = self.pooled.client().url.clone();
+            if url.set_host(Some(&host)).is_err() {
+                continue;
+            }
+            let pooled = self
+                .pool
+                .get(&url.to_string(), || Endpoint::new(url.clone()));
+            let Ok(answer) = jsz(&pooled, self.timeout).await else {
+                continue;
+            };
+            if let Some(found @ Found::Consumer { .. }) = self.find(&answer)
+                && matches!(&found, Found::Consumer { leader, .. } if *leader == name)
+            {
+                return Ok(Some((name, pooled, found)));
             }
         }
         Ok(None)

@@ -11,6 +11,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// One message delivered to the client's inbox.
 pub(crate) struct Message {
+    /// The status of a message with headers and no payload (`503`: no responders).
+    pub(crate) status: Option<u16>,
     /// The subject to reply to (for JetStream messages, the acknowledgement subject).
     pub(crate) reply: Option<String>,
     pub(crate) payload: Vec<u8>,
@@ -35,7 +37,7 @@ impl NatsText {
         let info = client.line().await;
         assert!(info.starts_with("INFO "), "not a NATS server: {info}");
         let connect = format!(
-            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":false}}\r\nSUB {}.* 1\r\nPING\r\n",
+            "CONNECT {{\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true}}\r\nSUB {}.* 1\r\nPING\r\n",
             client.inbox
         );
         client.writer.write_all(connect.as_bytes()).await.unwrap();
@@ -49,9 +51,16 @@ impl NatsText {
         client
     }
 
+    /// The next protocol line; a server silent for 20 s fails the test.
     async fn line(&mut self) -> String {
         let mut line = String::new();
-        let read = self.reader.read_line(&mut line).await.unwrap();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            self.reader.read_line(&mut line),
+        )
+        .await
+        .expect("the NATS server sent nothing for 20 s")
+        .unwrap();
         assert!(read > 0, "the NATS server closed the connection");
         line.trim_end().to_owned()
     }
@@ -65,17 +74,38 @@ impl NatsText {
                 continue;
             }
             assert!(!line.starts_with("-ERR"), "{line}");
-            let Some(rest) = line.strip_prefix("MSG ") else {
+            // MSG <subject> <sid> [reply] <size>, HMSG <subject> <sid> [reply] <hdr> <size>
+            let (words, with_headers) = if let Some(rest) = line.strip_prefix("MSG ") {
+                (rest.split(' ').collect::<Vec<_>>(), false)
+            } else if let Some(rest) = line.strip_prefix("HMSG ") {
+                (rest.split(' ').collect::<Vec<_>>(), true)
+            } else {
                 continue;
             };
-            // MSG <subject> <sid> [reply] <size>
-            let words: Vec<&str> = rest.split(' ').collect();
             let size: usize = words.last().unwrap().parse().unwrap();
-            let reply = (words.len() == 4).then(|| words[2].to_owned());
+            let header_size: usize = if with_headers {
+                words[words.len() - 2].parse().unwrap()
+            } else {
+                0
+            };
+            let fixed = if with_headers { 4 } else { 3 };
+            let reply = (words.len() == fixed + 1).then(|| words[2].to_owned());
             let mut payload = vec![0; size + 2];
             self.reader.read_exact(&mut payload).await.unwrap();
             payload.truncate(size);
-            return Message { reply, payload };
+            let headers = String::from_utf8_lossy(&payload[..header_size]).into_owned();
+            let status = headers
+                .lines()
+                .next()
+                .and_then(|first| first.strip_prefix("NATS/1.0 "))
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse().ok());
+            let payload = payload.split_off(header_size);
+            return Message {
+                status,
+                reply,
+                payload,
+            };
         }
     }
 
@@ -99,10 +129,16 @@ impl NatsText {
 
     /// A JetStream API request whose answer must not be an error.
     pub(crate) async fn api(&mut self, subject: &str, body: &Value) -> Value {
-        let answer = self
-            .request(subject, body.to_string().as_bytes())
-            .await
-            .payload;
+        let mut tries = 0;
+        let answer = loop {
+            let answer = self.request(subject, body.to_string().as_bytes()).await;
+            if answer.status == Some(503) && tries < 100 {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            break answer.payload;
+        };
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         assert!(answer.get("error").is_none(), "{subject}: {answer}");
         answer
@@ -129,10 +165,21 @@ impl NatsText {
         .await;
     }
 
-    /// Publishes `count` messages to `subject`, each acknowledged by JetStream.
+    /// Publishes `count` messages to `subject`, each acknowledged by JetStream. A subject
+    /// that has no responders yet (a stream just created elsewhere in a cluster) is tried
+    /// again for up to 10 s.
     pub(crate) async fn publish(&mut self, subject: &str, count: usize) {
         for i in 0..count {
-            let ack = self.request(subject, format!("job {i}").as_bytes()).await;
+            let mut tries = 0;
+            let ack = loop {
+                let ack = self.request(subject, format!("job {i}").as_bytes()).await;
+                if ack.status == Some(503) && tries < 100 {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+                break ack;
+            };
             let ack: Value = serde_json::from_slice(&ack.payload).unwrap();
             assert!(ack.get("seq").is_some(), "not stored: {ack}");
         }
