@@ -383,7 +383,8 @@ async fn in_a_cluster_the_consumer_leader_is_found_and_read() {
     assert_eq!(
         unknown.read(&name(&*unknown)).await.unwrap_err(),
         ScalerError::Source(format!(
-            "GET http://{endpoint}/jsz: stream \"NONE\" not found in account \"$G\""
+            "GET http://{endpoint}/jsz: no node of the cluster leads consumer \"workers\" of \
+             stream \"NONE\" in account \"$G\""
         ))
     );
 }

@@ -1,7 +1,8 @@
 //! `nats-jetstream`: the backlog of a JetStream consumer, from the server's HTTP monitoring
 //! endpoint.
 //!
-//! Each read is a GET of `http(s)://<natsServerMonitoringEndpoint>/jsz?acc=<account>&consumers=true&config=true`;
+//! Each read is a GET of
+//! `http(s)://<natsServerMonitoringEndpoint>/jsz?acc=<accountID or account>&consumers=true&config=true`;
 //! the value is the consumer's `num_pending + num_ack_pending` (messages not yet delivered
 //! plus messages delivered but not acknowledged), as KEDA computes it. When the stream exists
 //! but the consumer does not (yet), the value is the stream's last sequence number, as in
@@ -15,7 +16,8 @@
 //! port), or, when the nodes advertise no client URLs, `<name>.<configured host>` for the
 //! first label of each node's name (a StatefulSet behind a headless Service); the node whose
 //! `/jsz` names itself the consumer's leader is read, and remembered while it stays the
-//! leader. When no node leads the consumer, the configured node's answer counts.
+//! leader. When no node leads the consumer (a stream or consumer that does not exist), the
+//! read is an error, as in KEDA. Nodes that do not answer during the search are passed over.
 //!
 //! Triggers reading the same URL share one request at a time (and the answer: triggers of
 //! different consumers of one account read one response).
@@ -44,8 +46,12 @@ crate::parameters! {
     /// `host:port` of the server's HTTP monitoring endpoint (no scheme; see `useHttps`), such
     /// as `nats.nats.svc:8222`.
     "natsServerMonitoringEndpoint": Text, required, [Auth, Metadata];
-    /// The account the stream belongs to (`$G` for servers without accounts).
-    "account": Text, required, [Auth, Metadata];
+    /// The name of the account the stream belongs to (`$G` for servers without accounts).
+    /// Required unless `accountID` is given.
+    "account": Text, optional, [Auth, Metadata];
+    /// The account's id (its public key, on servers with decentralized accounts); asked for
+    /// instead of `account` when given, and an account matches by either.
+    "accountID": Text, optional, [Auth, Metadata];
     /// The stream's name.
     "stream": Text, required, [Metadata];
     /// The durable consumer's name.
@@ -64,8 +70,12 @@ pub struct Metadata {
     /// `natsServerMonitoringEndpoint` (required): `host:port` of the monitoring endpoint, from
     /// the TriggerAuthentication or the metadata.
     pub endpoint: String,
-    /// `account` (required): from the TriggerAuthentication or the metadata.
+    /// `account`: the account's name, from the TriggerAuthentication or the metadata. Either
+    /// this or `account_id` is required.
     pub account: String,
+    /// `accountID`: the account's id; asked for in the URL instead of the name when given
+    /// (KEDA's `acc=` takes either).
+    pub account_id: String,
     /// `stream` (required).
     pub stream: String,
     /// `consumer` (required): the consumer's name.
@@ -81,7 +91,18 @@ pub struct Metadata {
 /// Reads and checks the metadata of a `nats-jetstream` trigger; no I/O.
 pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     let params = &input.params;
-    let account = params.require("account", AUTH_OR_METADATA)?.to_owned();
+    let account = params
+        .get("account", AUTH_OR_METADATA)
+        .unwrap_or_default()
+        .to_owned();
+    let account_id = params
+        .get("accountID", AUTH_OR_METADATA)
+        .unwrap_or_default()
+        .to_owned();
+    if account.is_empty() && account_id.is_empty() {
+        // Neither given: the error names `account`, as the usual one.
+        params.require("account", AUTH_OR_METADATA)?;
+    }
     let stream = params.require("stream", METADATA)?.to_owned();
     let consumer = params.require("consumer", METADATA)?.to_owned();
     let lag_threshold = params.int("lagThreshold", METADATA, Some(10))?;
@@ -100,6 +121,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     let metadata = Metadata {
         endpoint,
         account,
+        account_id,
         stream,
         consumer,
         lag_threshold,
@@ -108,6 +130,17 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     };
     jsz_url(&metadata, &metadata.endpoint)?;
     Ok(metadata)
+}
+
+impl Metadata {
+    /// What the URL asks for: the id when given, else the name.
+    fn acc(&self) -> &str {
+        if self.account_id.is_empty() {
+            &self.account
+        } else {
+            &self.account_id
+        }
+    }
 }
 
 fn scheme(use_https: bool) -> &'static str {
@@ -132,7 +165,7 @@ fn jsz_url(metadata: &Metadata, host: &str) -> Result<reqwest::Url, ParamError> 
     let mut url = reqwest::Url::parse(&format!("{}://{host}/jsz", scheme(metadata.use_https)))
         .map_err(|_| invalid())?;
     url.query_pairs_mut()
-        .append_pair("acc", &metadata.account)
+        .append_pair("acc", metadata.acc())
         .append_pair("consumers", "true")
         .append_pair("config", "true");
     Ok(url)
@@ -157,6 +190,8 @@ struct MetaCluster {
 struct AccountDetail {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    id: String,
     #[serde(default)]
     stream_detail: Vec<StreamDetail>,
 }
@@ -230,11 +265,14 @@ impl Jsz {
         self.meta_cluster.as_ref().map_or(0, |m| m.cluster_size)
     }
 
-    fn find(&self, account: &str, stream: &str, consumer: &str) -> Option<Found> {
+    /// The stream and consumer in the account whose name is `account` or whose id is
+    /// `account_id` (as KEDA matches; an empty `account_id` matches by name only).
+    fn find(&self, account: (&str, &str), stream: &str, consumer: &str) -> Option<Found> {
+        let (account, account_id) = account;
         let stream = self
             .account_details
             .iter()
-            .filter(|a| a.name == account)
+            .filter(|a| a.name == account || (!account_id.is_empty() && a.id == account_id))
             .flat_map(|a| &a.stream_detail)
             .find(|s| s.name == stream)?;
         Some(
@@ -389,7 +427,7 @@ impl NatsJetStreamScaler {
 
     fn find(&self, jsz: &Jsz) -> Option<Found> {
         jsz.find(
-            &self.metadata.account,
+            (&self.metadata.account, &self.metadata.account_id),
             &self.metadata.stream,
             &self.metadata.consumer,
         )
@@ -410,15 +448,21 @@ impl NatsJetStreamScaler {
             self.remember_leader(None);
         }
         let answer = jsz(&self.pooled, self.timeout).await?;
-        let found = self.find(&answer);
-        if answer.cluster_size() > 1
-            && let Some((name, pooled, found)) = self.find_leader().await?
-        {
+        if answer.cluster_size() > 1 {
+            let Some((name, pooled, found)) = self.find_leader().await? else {
+                return Err(ScalerError::Source(format!(
+                    "GET {}: no node of the cluster leads consumer {:?} of stream {:?} in \
+                     account {:?}",
+                    self.pooled.client().shown,
+                    self.metadata.consumer,
+                    self.metadata.stream,
+                    self.metadata.acc()
+                )));
+            };
             self.remember_leader(Some((name, pooled)));
             return Ok(found);
         }
-        // Standalone, or no node leads the consumer: the configured node's answer counts.
-        found.ok_or_else(|| self.not_found())
+        self.find(&answer).ok_or_else(|| self.not_found())
     }
 
     fn not_found(&self) -> ScalerError {
@@ -426,7 +470,7 @@ impl NatsJetStreamScaler {
             "GET {}: stream {:?} not found in account {:?}",
             self.pooled.client().shown,
             self.metadata.stream,
-            self.metadata.account
+            self.metadata.acc()
         ))
     }
 
@@ -441,8 +485,8 @@ impl NatsJetStreamScaler {
 
     /// The cluster's nodes as KEDA finds them: `(server name, host)` of each entry of the
     /// configured node's `connect_urls` (each node asked for its name); when the nodes do not
-    /// advertise client URLs, the first label of the node's and its routes' names, reached at
-    /// `<name>.<configured host>` (a StatefulSet's pods behind a headless Service).
+    /// advertise client URLs, the first label of each route URL of the cluster, reached at
+    /// `<label>.<configured host>` (a StatefulSet's pods behind a headless Service).
     async fn nodes(&self) -> Result<Vec<(String, String)>, ScalerError> {
         let configured = self
             .pooled
@@ -455,9 +499,7 @@ impl NatsJetStreamScaler {
         let varz: Varz = get_json(own.clone(), own.as_str(), self.timeout).await?;
         let mut nodes = Vec::new();
         if varz.connect_urls.is_empty() {
-            let names = std::iter::once(varz.server_name.as_str())
-                .chain(varz.cluster.urls.iter().map(String::as_str));
-            for name in names {
+            for name in &varz.cluster.urls {
                 let node = name.split('.').next().unwrap_or_default().to_owned();
                 let host = format!("{node}.{configured}");
                 if !node.is_empty() && !nodes.iter().any(|(n, _)| *n == node) {
@@ -577,6 +619,7 @@ mod tests {
             Metadata {
                 endpoint: "nats.nats.svc:8222".into(),
                 account: "$G".into(),
+                account_id: String::new(),
                 stream: "orders".into(),
                 consumer: "workers".into(),
                 lag_threshold: 10,
@@ -601,6 +644,16 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(metadata.account, "ACC1");
+        let by_id = parse(&input(
+            Params::from_metadata([
+                ("natsServerMonitoringEndpoint", "nats:8222"),
+                ("stream", "orders"),
+                ("consumer", "workers"),
+            ])
+            .with_auth([("accountID", "AB3Q")]),
+        ))
+        .unwrap();
+        assert_eq!((by_id.account.as_str(), by_id.acc()), ("", "AB3Q"));
         assert_eq!(
             (metadata.lag_threshold, metadata.activation_lag_threshold),
             (25, 3)
@@ -673,7 +726,7 @@ mod tests {
     fn backlog_as_keda_counts_it() {
         let jsz: Jsz = serde_json::from_str(
             r#"{"server_id":"X","meta_cluster":{"cluster_size":1},"account_details":[
-                {"name":"$G","stream_detail":[
+                {"name":"$G","id":"AB3Q","stream_detail":[
                     {"name":"orders","state":{"messages":9,"last_seq":12},"consumer_detail":[
                         {"name":"workers","num_pending":5,"num_ack_pending":2,"num_redelivered":0,
                          "cluster":{"leader":"n1"}}]},
@@ -681,22 +734,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            jsz.find("$G", "orders", "workers"),
+            jsz.find(("$G", ""), "orders", "workers"),
             Some(Found::Consumer {
                 backlog: 7,
                 leader: "n1".into()
             })
         );
         assert_eq!(
-            jsz.find("$G", "orders", "other"),
+            jsz.find(("$G", ""), "orders", "other"),
             Some(Found::StreamOnly { last_seq: 12 })
         );
-        assert_eq!(jsz.find("$G", "missing", "workers"), None);
-        assert_eq!(jsz.find("ACC", "orders", "workers"), None);
+        assert_eq!(jsz.find(("$G", ""), "missing", "workers"), None);
+        assert_eq!(jsz.find(("ACC", ""), "orders", "workers"), None);
         assert_eq!(jsz.cluster_size(), 1);
+        // By id, whatever the name.
+        assert_eq!(
+            jsz.find(("other-name", "AB3Q"), "orders", "workers"),
+            Some(Found::Consumer {
+                backlog: 7,
+                leader: "n1".into()
+            })
+        );
         // JetStream disabled: no account details at all.
         let bare: Jsz = serde_json::from_str(r#"{"server_id":"X","disabled":true}"#).unwrap();
-        assert_eq!(bare.find("$G", "orders", "workers"), None);
+        assert_eq!(bare.find(("$G", ""), "orders", "workers"), None);
     }
 
     #[tokio::test]
