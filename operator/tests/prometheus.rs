@@ -155,6 +155,10 @@ async fn constant_queries_and_what_keda_makes_of_empty_and_multiple_results() {
              result is empty"
         ))
     );
+    // Read at the same moment, each trigger still reads the answer its own way.
+    let (lenient_reading, strict_reading) = futures::join!(read(&*lenient), read(&*strict));
+    assert_eq!(lenient_reading.unwrap().value, 0.0);
+    assert_eq!(strict_reading.unwrap_err().category(), "source");
     // NaN likewise.
     let nan = scalers::build(
         &trigger(0, address, "vector(0/0)", &[("ignoreNullValues", "false")]),

@@ -343,7 +343,13 @@ impl Scaler for PrometheusScaler {
             if metric != self.name {
                 return Err(ScalerError::NoSuchMetric(metric.to_owned()));
             }
-            let question = serde_json::to_string(&*self.question).unwrap_or_default();
+            // Triggers share a read only when they would read the answer alike.
+            let question = format!(
+                "{}|{}|{:?}",
+                serde_json::to_string(&*self.question).unwrap_or_default(),
+                self.metadata.ignore_null_values,
+                self.metadata.timeout
+            );
             let metadata = self.metadata.clone();
             let endpoint = self.endpoint.clone();
             let pairs = self.question.clone();
