@@ -388,3 +388,110 @@ async fn in_a_cluster_the_consumer_leader_is_found_and_read() {
         ))
     );
 }
+
+#[tokio::test]
+async fn activation_push_wakes_the_loop_when_a_message_arrives_while_inactive() {
+    let server = TestServer::start("nats-monitoring");
+    let (client, monitoring) = addrs(&server);
+    let mut nats = NatsText::connect(client).await;
+    nats.stream_and_consumer("PUSHED", &["pushed.>"], "workers")
+        .await;
+    let services = services();
+    let polled = scalers::build(
+        &trigger(0, &monitoring, "PUSHED", "workers", &[]),
+        &services,
+    )
+    .unwrap();
+    assert!(polled.activity_pushes().is_none(), "push is opt-in");
+    let scaler = scalers::build(
+        &trigger(
+            1,
+            &monitoring,
+            "PUSHED",
+            "workers",
+            &[("activationPush", "true")],
+        ),
+        &services,
+    )
+    .unwrap();
+    reads(
+        &*scaler,
+        Reading {
+            value: 0.0,
+            active: false,
+        },
+    )
+    .await;
+    let mut pushes = scaler.activity_pushes().unwrap();
+    // The subscription is made in the background: publish until a push comes.
+    let mut published = 0;
+    let first_push = loop {
+        nats.publish("pushed.eu", 1).await;
+        published += 1;
+        tokio::select! {
+            push = futures::StreamExt::next(&mut pushes) => break push,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        assert!(published < 100, "no push after {published} messages");
+    };
+    assert_eq!(first_push, Some(()));
+    reads(
+        &*scaler,
+        Reading {
+            value: f64::from(published),
+            active: true,
+        },
+    )
+    .await;
+
+    // The stream ends with its scaler.
+    drop(scaler);
+    let end = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut pushes),
+    )
+    .await
+    .unwrap();
+    assert_eq!(end, None);
+}
+
+#[tokio::test]
+async fn activation_push_gives_up_on_servers_that_require_authentication() {
+    // A server that greets as NATS with authentication required, and its monitoring endpoint.
+    let nats = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = nats.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = nats.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut socket,
+                b"INFO {\"server_id\":\"X\",\"auth_required\":true}\r\n",
+            )
+            .await;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(socket);
+            });
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let monitoring = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().route(
+        "/varz",
+        axum::routing::get(move || async move { axum::Json(serde_json::json!({"port": port})) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let services = services();
+    let scaler = scalers::build(
+        &trigger(0, &monitoring, "S", "c", &[("activationPush", "true")]),
+        &services,
+    )
+    .unwrap();
+    let mut pushes = scaler.activity_pushes().unwrap();
+    let end = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::StreamExt::next(&mut pushes),
+    )
+    .await
+    .unwrap();
+    assert_eq!(end, None, "the push stream ends; polling goes on");
+}

@@ -22,14 +22,19 @@
 //! Triggers reading the same URL share one request at a time (and the answer: triggers of
 //! different consumers of one account read one response).
 
+mod push;
+
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use keda_operator_crd::MetricTargetType;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::pooled::{Pool, Pooled};
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
@@ -62,6 +67,11 @@ crate::parameters! {
     "activationLagThreshold": Integer = "0", optional, [Metadata];
     /// Ask the monitoring endpoint over HTTPS.
     "useHttps": Bool = "false", optional, [Metadata];
+    /// keda-rs only (KEDA ignores it): also subscribe to the stream's subjects over NATS (the
+    /// client port that `/varz` names, on the monitoring endpoint's host; servers without
+    /// client authentication or TLS) and act at once when a message arrives while the trigger
+    /// is inactive, instead of at the next polling interval.
+    "activationPush": Bool = "false", optional, [Metadata];
 }
 
 /// The parameters of a `nats-jetstream` trigger.
@@ -86,6 +96,8 @@ pub struct Metadata {
     pub activation_lag_threshold: i64,
     /// `useHttps` (optional, default false).
     pub use_https: bool,
+    /// `activationPush` (optional, default false; keda-rs only): see [`push`].
+    pub activation_push: bool,
 }
 
 /// Reads and checks the metadata of a `nats-jetstream` trigger; no I/O.
@@ -118,6 +130,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         .require("natsServerMonitoringEndpoint", AUTH_OR_METADATA)?
         .to_owned();
     let use_https = params.bool("useHttps", METADATA, false)?;
+    let activation_push = params.bool("activationPush", METADATA, false)?;
     let metadata = Metadata {
         endpoint,
         account,
@@ -127,6 +140,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         lag_threshold,
         activation_lag_threshold,
         use_https,
+        activation_push,
     };
     jsz_url(&metadata, &metadata.endpoint)?;
     Ok(metadata)
@@ -368,6 +382,8 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
         pooled,
         pool: services.nats.clone(),
         leader: Mutex::new(None),
+        active: Arc::default(),
+        alive: watch::channel(()).0,
         metadata,
     }))
 }
@@ -384,6 +400,10 @@ pub struct NatsJetStreamScaler {
     pool: Arc<NatsPool>,
     /// The consumer leader's name and its endpoint, once found.
     leader: Mutex<Option<(String, SharedJsz)>>,
+    /// What the last read found, for `activationPush`.
+    active: Arc<AtomicBool>,
+    /// Dropped with the scaler: ends its push stream.
+    alive: watch::Sender<()>,
 }
 
 impl fmt::Debug for NatsJetStreamScaler {
@@ -578,11 +598,28 @@ impl Scaler for NatsJetStreamScaler {
             let value = backlog as f64;
             #[allow(clippy::cast_precision_loss, reason = "thresholds are far below 2^53")]
             let activation = self.metadata.activation_lag_threshold as f64;
-            Ok(Reading {
-                value,
-                active: value > activation,
-            })
+            let active = value > activation;
+            self.active.store(active, Ordering::Relaxed);
+            Ok(Reading { value, active })
         })
+    }
+
+    fn activity_pushes(&self) -> Option<BoxStream<'static, ()>> {
+        if !self.metadata.activation_push {
+            return None;
+        }
+        let mut varz = self.pooled.client().url.clone();
+        varz.set_path("/varz");
+        varz.set_query(None);
+        Some(push::activations(
+            push::Subscription {
+                varz,
+                stream: self.metadata.stream.clone(),
+                timeout: self.timeout,
+                active: self.active.clone(),
+            },
+            self.alive.subscribe(),
+        ))
     }
 }
 
@@ -625,6 +662,7 @@ mod tests {
                 lag_threshold: 10,
                 activation_lag_threshold: 0,
                 use_https: false,
+                activation_push: false,
             }
         );
         assert_eq!(
@@ -707,6 +745,10 @@ mod tests {
             (
                 with(&[("useHttps", "yes")]),
                 "parameter \"useHttps\": \"yes\" is not a bool",
+            ),
+            (
+                with(&[("activationPush", "on")]),
+                "parameter \"activationPush\": \"on\" is not a bool",
             ),
             (
                 with(&[("natsServerMonitoringEndpoint", "http://nats:8222")]),

@@ -182,6 +182,7 @@ impl Fixture for NatsJetStream {
             Invalid::Values(&[("lagThreshold", "2.5")]),
             Invalid::Values(&[("activationLagThreshold", "few")]),
             Invalid::Values(&[("useHttps", "maybe")]),
+            Invalid::Values(&[("activationPush", "maybe")]),
             Invalid::Values(&[("natsServerMonitoringEndpoint", "http://nats:8222")]),
             Invalid::Values(&[("natsServerMonitoringEndpoint", "nats:8222/jsz")]),
             Invalid::MetricType(Some(MetricTargetType::Utilization)),
