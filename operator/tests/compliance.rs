@@ -19,6 +19,8 @@ mod checks;
 mod data_stores;
 #[path = "compliance/fixtures.rs"]
 mod fixtures;
+#[path = "compliance/http_sources.rs"]
+mod http_sources;
 #[path = "compliance/mutants.rs"]
 mod mutants;
 #[path = "compliance/mysql.rs"]

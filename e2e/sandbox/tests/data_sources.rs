@@ -17,8 +17,14 @@ mod support;
 
 #[path = "data_sources/mysql.rs"]
 mod mysql;
+#[path = "data_sources/nats_jetstream.rs"]
+mod nats_jetstream;
+#[path = "../../../operator/tests/support/nats_text.rs"]
+mod nats_text;
 #[path = "data_sources/postgresql.rs"]
 mod postgresql;
+#[path = "data_sources/prometheus.rs"]
+mod prometheus;
 #[path = "data_sources/rabbitmq.rs"]
 mod rabbitmq;
 #[path = "data_sources/redis.rs"]

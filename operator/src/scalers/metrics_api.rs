@@ -7,21 +7,18 @@
 //! Errors name the endpoint without its query string and never carry credentials.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use keda_operator_crd::MetricTargetType;
-use reqwest::header::{HeaderName, HeaderValue};
-
+use super::http_auth::HttpClient;
+pub use super::http_auth::{ApiKey, Auth, ClientTls, Secret};
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
 use crate::metric_name;
-use crate::params::{METADATA, ParamError, Params, Source};
+use crate::params::{METADATA, ParamError};
+use futures::future::BoxFuture;
+use keda_operator_crd::MetricTargetType;
 
-/// Where `apiKey`, `method` and `keyParamName` may come from (KEDA's order).
-const METADATA_OR_AUTH: &[Source] = &[Source::Metadata, Source::Auth];
-/// Where the other credentials may come from: only a TriggerAuthentication.
-const AUTH: &[Source] = &[Source::Auth];
+/// The `authModes` a `metrics-api` trigger supports.
+const AUTH_MODES: &[&str] = &["apiKey", "basic", "bearer", "tls"];
 /// The largest response body read; a larger one is an error.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
@@ -132,78 +129,6 @@ pub struct Metadata {
     /// `authModes` (or `authMode`) and its credentials; see [`Auth`].
     pub auth: Auth,
 }
-
-/// Authentication of the requests: `authModes` (or `authMode`, in the trigger metadata or the
-/// TriggerAuthentication) is a comma-separated list of `apiKey`, `basic`, `bearer` and `tls`;
-/// `basic` and `bearer` exclude each other.
-#[derive(Clone, Default, PartialEq)]
-pub struct Auth {
-    /// `apiKey`: the key (`apiKey`, from the TriggerAuthentication or the metadata) is sent in
-    /// a header or in the query string (`method`: `header` (default) or `query`) under
-    /// `keyParamName` (default header `X-API-KEY`, default query parameter `api_key`).
-    pub api_key: Option<ApiKey>,
-    /// `basic`: HTTP basic authentication with `username` and, optionally, `password`, both
-    /// from the TriggerAuthentication.
-    pub basic: Option<(Secret, Option<Secret>)>,
-    /// `bearer`: `Authorization: Bearer <token>` with `token` (or `bearerToken`) from the
-    /// TriggerAuthentication.
-    pub bearer: Option<Secret>,
-    /// `tls`: a client certificate (`cert`, `key`, PEM) presented to the server, and a CA
-    /// (`ca`, PEM) trusted besides the system's, all three from the TriggerAuthentication.
-    pub tls: Option<ClientTls>,
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth")
-            .field("api_key", &self.api_key)
-            .field("basic", &self.basic.is_some())
-            .field("bearer", &self.bearer.is_some())
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
-/// A credential; `Debug` does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-/// An API key and where it goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiKey {
-    pub key: Secret,
-    /// `true` for `method: query`.
-    pub in_query: bool,
-    /// The header or query parameter name.
-    pub name: String,
-}
-
-/// PEM texts of a client certificate, its key and a CA.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ClientTls {
-    pub cert: Secret,
-    pub key: Secret,
-    pub ca: Secret,
-}
-
-impl fmt::Debug for ClientTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientTls(..)")
-    }
-}
-
 /// Reads and checks the metadata of a `metrics-api` trigger; no I/O.
 pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
     let params = &input.params;
@@ -274,7 +199,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
         activation_target_value,
         unsafe_ssl,
         timeout,
-        auth: parse_auth(params)?,
+        auth: super::http_auth::parse_auth(params, "metrics-api", AUTH_MODES)?,
     };
     Endpoint::new(&metadata)?;
     Location::new(format, &metadata.value_location)?;
@@ -282,7 +207,7 @@ pub fn parse(input: &TriggerInput) -> Result<Metadata, ScalerError> {
 }
 
 /// Milliseconds (`"1500"`) or a duration (`"1.5s"`, `"2m"`); greater than zero.
-fn parse_timeout(text: &str) -> Result<Duration, ParamError> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, ParamError> {
     let invalid = || {
         ParamError::invalid(
             "timeout",
@@ -303,122 +228,6 @@ fn parse_timeout(text: &str) -> Result<Duration, ParamError> {
     Ok(duration)
 }
 
-fn parse_auth(params: &Params) -> Result<Auth, ParamError> {
-    let mut auth = Auth::default();
-    let modes = params
-        .get("authModes", METADATA_OR_AUTH)
-        .or_else(|| params.get("authMode", METADATA_OR_AUTH))
-        .unwrap_or("");
-    let modes: Vec<&str> = modes
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .collect();
-    for mode in &modes {
-        match *mode {
-            "apiKey" | "basic" | "bearer" | "tls" => {}
-            "custom" | "oauth" => {
-                return Err(ParamError::invalid(
-                    "authModes",
-                    format!(
-                        "{mode:?} is not supported by metrics-api; use apiKey, basic, bearer or tls"
-                    ),
-                ));
-            }
-            other => {
-                return Err(ParamError::invalid(
-                    "authModes",
-                    format!("{other:?} is not one of apiKey, basic, bearer, tls"),
-                ));
-            }
-        }
-    }
-    if modes.contains(&"basic") && modes.contains(&"bearer") {
-        return Err(ParamError::invalid(
-            "authModes",
-            "basic and bearer cannot be combined",
-        ));
-    }
-    for mode in modes {
-        match mode {
-            "apiKey" => {
-                let key = params.require_secret("apiKey", METADATA_OR_AUTH)?;
-                let in_query = match params.get("method", METADATA_OR_AUTH).unwrap_or("header") {
-                    "header" => false,
-                    "query" => true,
-                    other => {
-                        return Err(ParamError::invalid(
-                            "method",
-                            format!("{other:?} is not one of header, query"),
-                        ));
-                    }
-                };
-                let name = params
-                    .get("keyParamName", METADATA_OR_AUTH)
-                    .unwrap_or(if in_query { "api_key" } else { "X-API-KEY" })
-                    .to_owned();
-                if !in_query && HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    return Err(ParamError::invalid(
-                        "keyParamName",
-                        format!("{name:?} is not a valid header name"),
-                    ));
-                }
-                if !in_query && HeaderValue::from_str(key).is_err() {
-                    return Err(ParamError::invalid(
-                        "apiKey",
-                        "holds characters that cannot be sent in a header",
-                    ));
-                }
-                auth.api_key = Some(ApiKey {
-                    key: Secret(key.to_owned()),
-                    in_query,
-                    name,
-                });
-            }
-            "basic" => {
-                let username = params.require_secret("username", AUTH)?;
-                let password = params.secret("password", AUTH)?;
-                auth.basic = Some((
-                    Secret(username.to_owned()),
-                    password.map(|p| Secret(p.to_owned())),
-                ));
-            }
-            "bearer" => {
-                let token = match params.secret("bearerToken", AUTH)? {
-                    Some(token) => token,
-                    None => params.require_secret("token", AUTH)?,
-                };
-                auth.bearer = Some(Secret(token.to_owned()));
-            }
-            "tls" => {
-                let tls = ClientTls {
-                    cert: Secret(params.require_secret("cert", AUTH)?.to_owned()),
-                    key: Secret(params.require_secret("key", AUTH)?.to_owned()),
-                    ca: Secret(params.require_secret("ca", AUTH)?.to_owned()),
-                };
-                check_pem(&tls)?;
-                auth.tls = Some(tls);
-            }
-            _ => {}
-        }
-    }
-    Ok(auth)
-}
-
-/// Checks that the TLS material parses, without saying anything about its content.
-fn check_pem(tls: &ClientTls) -> Result<(), ParamError> {
-    super::tls::certificates("cert", tls.cert.expose())?;
-    super::tls::certificates("ca", tls.ca.expose())?;
-    super::tls::private_key("key", tls.key.expose())?;
-    reqwest::Identity::from_pem(identity_pem(tls).as_bytes())
-        .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
-    Ok(())
-}
-
-fn identity_pem(tls: &ClientTls) -> String {
-    format!("{}\n{}\n", tls.cert.expose(), tls.key.expose())
-}
-
 /// Builds a `metrics-api` trigger.
 pub fn build(input: &TriggerInput, _: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
     let target_type = super::external_target_type(input)?;
@@ -433,7 +242,7 @@ pub fn build(input: &TriggerInput, _: &Services) -> Result<Box<dyn Scaler>, Scal
         target_type,
         endpoint,
         location,
-        client: OnceLock::new(),
+        client: HttpClient::new(metadata.unsafe_ssl, metadata.auth.tls.clone()),
         metadata,
     }))
 }
@@ -516,37 +325,14 @@ pub struct MetricsApiScaler {
     target_type: MetricTargetType,
     endpoint: Endpoint,
     location: Location,
-    /// With client certificates: a client of this trigger's own, made on first use.
-    client: OnceLock<Result<reqwest::Client, String>>,
+    /// The shared client, or with client certificates one of this trigger's own.
+    client: HttpClient,
 }
 
 impl MetricsApiScaler {
-    fn client(&self) -> Result<reqwest::Client, ScalerError> {
-        match &self.metadata.auth.tls {
-            None => shared_client(self.metadata.unsafe_ssl),
-            Some(tls) => self
-                .client
-                .get_or_init(|| {
-                    let mut builder = client_builder(self.metadata.unsafe_ssl);
-                    for ca in reqwest::Certificate::from_pem_bundle(tls.ca.expose().as_bytes())
-                        .map_err(|_| "the ca is not a PEM certificate".to_owned())?
-                    {
-                        builder = builder.add_root_certificate(ca);
-                    }
-                    let identity = reqwest::Identity::from_pem(identity_pem(tls).as_bytes())
-                        .map_err(|_| "the cert and key are not a PEM identity".to_owned())?;
-                    builder.identity(identity).build().map_err(|e| {
-                        format!("cannot set up an HTTP client: {}", super::error_chain(&e))
-                    })
-                })
-                .clone()
-                .map_err(ScalerError::Source),
-        }
-    }
-
     /// GETs the endpoint and returns the body.
     async fn fetch(&self) -> Result<Vec<u8>, ScalerError> {
-        let client = self.client()?;
+        let client = self.client.get()?;
         let shown = &self.endpoint.shown;
         let failed = |e: &reqwest::Error| {
             if e.is_timeout() {
@@ -558,23 +344,10 @@ impl MetricsApiScaler {
                 ScalerError::Source(format!("GET {shown}: {}", super::error_chain(e)))
             }
         };
-        let mut request = client
+        let request = client
             .get(self.endpoint.url.clone())
             .timeout(self.metadata.timeout);
-        let auth = &self.metadata.auth;
-        if let Some(api_key) = auth.api_key.as_ref().filter(|k| !k.in_query) {
-            let mut value = HeaderValue::from_str(api_key.key.expose()).map_err(|_| {
-                ScalerError::Source("the apiKey cannot be sent in a header".to_owned())
-            })?;
-            value.set_sensitive(true);
-            request = request.header(api_key.name.as_str(), value);
-        }
-        if let Some((username, password)) = &auth.basic {
-            request = request.basic_auth(username.expose(), password.as_ref().map(Secret::expose));
-        }
-        if let Some(token) = &auth.bearer {
-            request = request.bearer_auth(token.expose());
-        }
+        let request = super::http_auth::authenticate(request, &self.metadata.auth)?;
         let mut response = request.send().await.map_err(|e| failed(&e))?;
         let status = response.status();
         if status != reqwest::StatusCode::OK {
@@ -622,32 +395,6 @@ impl Scaler for MetricsApiScaler {
         })
     }
 }
-
-fn client_builder(unsafe_ssl: bool) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .http1_only()
-        .tls_built_in_native_certs(true)
-        .danger_accept_invalid_certs(unsafe_ssl)
-}
-
-/// The process-wide client for requests without client certificates: one that checks server
-/// certificates against the system's trust store, and one (`unsafeSsl`) that accepts any.
-pub(crate) fn shared_client(unsafe_ssl: bool) -> Result<reqwest::Client, ScalerError> {
-    static CLIENTS: [OnceLock<Result<reqwest::Client, Arc<str>>>; 2] =
-        [OnceLock::new(), OnceLock::new()];
-    CLIENTS[usize::from(unsafe_ssl)]
-        .get_or_init(|| {
-            client_builder(unsafe_ssl).build().map_err(|e| {
-                Arc::from(format!(
-                    "cannot set up an HTTP client: {}",
-                    super::error_chain(&e)
-                ))
-            })
-        })
-        .clone()
-        .map_err(|e| ScalerError::Source(e.to_string()))
-}
-
 /// The value at `location` in `body`.
 fn extract(body: &[u8], format: Format, location: &Location) -> Result<f64, String> {
     let text =
@@ -1073,6 +820,7 @@ pub(crate) fn parse_quantity(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::Params;
 
     fn input(metadata: &[(&str, &str)]) -> TriggerInput {
         TriggerInput::new(

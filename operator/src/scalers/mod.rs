@@ -6,11 +6,14 @@
 pub mod cpu_memory;
 pub mod cron;
 pub mod external;
+pub mod http_auth;
 pub mod kubernetes_workload;
 pub mod metrics_api;
 pub mod mysql;
+pub mod nats_jetstream;
 pub mod pooled;
 pub mod postgresql;
+pub mod prometheus;
 pub mod rabbitmq;
 pub mod redis;
 pub mod schema;
@@ -189,6 +192,10 @@ pub struct Services {
     /// AMQP connections and management API clients of the `rabbitmq` triggers, one per
     /// broker, credentials and virtual host.
     pub rabbitmq: Arc<rabbitmq::RabbitPools>,
+    /// Clients of the `prometheus` triggers, one per server, credentials and headers.
+    pub prometheus: Arc<prometheus::PrometheusPool>,
+    /// Requests of the `nats-jetstream` triggers, one per monitoring URL.
+    pub nats: Arc<nats_jetstream::NatsPool>,
 }
 
 impl Services {
@@ -201,6 +208,8 @@ impl Services {
             postgres: Arc::default(),
             redis: Arc::default(),
             rabbitmq: Arc::default(),
+            prometheus: Arc::default(),
+            nats: Arc::default(),
         }
     }
 }
@@ -251,7 +260,13 @@ const REGISTRY: &[(&str, Build, &[schema::Parameter])] = &[
     ),
     ("metrics-api", metrics_api::build, metrics_api::PARAMETERS),
     ("mysql", mysql::build, mysql::PARAMETERS),
+    (
+        "nats-jetstream",
+        nats_jetstream::build,
+        nats_jetstream::PARAMETERS,
+    ),
     ("postgresql", postgresql::build, postgresql::PARAMETERS),
+    ("prometheus", prometheus::build, prometheus::PARAMETERS),
     ("rabbitmq", rabbitmq::build, rabbitmq::PARAMETERS),
     (
         "redis",

@@ -16,16 +16,16 @@ use futures::future::{BoxFuture, Shared};
 
 use super::ScalerError;
 
-type Read<V> = Shared<BoxFuture<'static, Result<V, ScalerError>>>;
-type Entries<K, C, V> = Mutex<HashMap<K, Weak<Pooled<K, C, V>>>>;
+type Read<T> = Shared<BoxFuture<'static, Result<T, ScalerError>>>;
+type Entries<K, C, T> = Mutex<HashMap<K, Weak<Pooled<K, C, T>>>>;
 
-/// Shared clients by key (endpoint, credentials, database); reads answer a `V` (a number unless
-/// the source answers several at once).
-pub struct Pool<K: Eq + Hash, C, V = f64> {
-    entries: Arc<Entries<K, C, V>>,
+/// Shared clients by key (endpoint, credentials, database), whose reads answer a `T` (a
+/// value, or a whole response that each trigger takes its value from).
+pub struct Pool<K: Eq + Hash, C, T = f64> {
+    entries: Arc<Entries<K, C, T>>,
 }
 
-impl<K: Eq + Hash, C, V> Default for Pool<K, C, V> {
+impl<K: Eq + Hash, C, T> Default for Pool<K, C, T> {
     fn default() -> Self {
         Self {
             entries: Arc::default(),
@@ -33,7 +33,7 @@ impl<K: Eq + Hash, C, V> Default for Pool<K, C, V> {
     }
 }
 
-impl<K, C, V> std::fmt::Debug for Pool<K, C, V>
+impl<K, C, T> std::fmt::Debug for Pool<K, C, T>
 where
     K: Eq + Hash,
 {
@@ -45,7 +45,7 @@ where
     }
 }
 
-impl<K, C, V> Pool<K, C, V>
+impl<K, C, T> Pool<K, C, T>
 where
     K: Eq + Hash,
 {
@@ -57,13 +57,13 @@ where
     }
 }
 
-impl<K, C, V> Pool<K, C, V>
+impl<K, C, T> Pool<K, C, T>
 where
     K: Clone + Eq + Hash,
 {
     /// The client for `key`: the one in use, or a new one made by `make` (which must not do
     /// I/O: clients connect on first use).
-    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> C) -> Arc<Pooled<K, C, V>> {
+    pub(crate) fn get(&self, key: &K, make: impl FnOnce() -> C) -> Arc<Pooled<K, C, T>> {
         let mut entries = self
             .entries
             .lock()
@@ -83,15 +83,15 @@ where
 }
 
 /// One shared client; dropping the last reference drops it and forgets it in the pool.
-pub struct Pooled<K: Eq + Hash, C, V = f64> {
+pub struct Pooled<K: Eq + Hash, C, T = f64> {
     client: C,
     key: K,
-    entries: Weak<Entries<K, C, V>>,
+    entries: Weak<Entries<K, C, T>>,
     /// Reads in flight, by what they ask.
-    reads: Mutex<HashMap<String, Read<V>>>,
+    reads: Mutex<HashMap<String, Read<T>>>,
 }
 
-impl<K: Eq + Hash, C: std::fmt::Debug, V> std::fmt::Debug for Pooled<K, C, V> {
+impl<K: Eq + Hash, C: std::fmt::Debug, T> std::fmt::Debug for Pooled<K, C, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pooled")
             .field("client", &self.client)
@@ -99,17 +99,17 @@ impl<K: Eq + Hash, C: std::fmt::Debug, V> std::fmt::Debug for Pooled<K, C, V> {
     }
 }
 
-impl<K: Eq + Hash, C, V> Pooled<K, C, V> {
+impl<K: Eq + Hash, C, T> Pooled<K, C, T> {
     pub(crate) fn client(&self) -> &C {
         &self.client
     }
 }
 
-impl<K, C, V> Pooled<K, C, V>
+impl<K, C, T> Pooled<K, C, T>
 where
     K: Eq + Hash + Send + Sync + 'static,
     C: Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
 {
     /// The result of `read` for `question`: joins the read of the same question already
     /// running on this client, or starts one in its own task.
@@ -117,9 +117,9 @@ where
         self: &Arc<Self>,
         question: &str,
         read: F,
-    ) -> impl Future<Output = Result<V, ScalerError>> + Send + 'static
+    ) -> impl Future<Output = Result<T, ScalerError>> + Send + 'static
     where
-        F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<V, ScalerError>>,
+        F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<T, ScalerError>>,
     {
         let mut reads = self
             .reads
@@ -151,7 +151,7 @@ where
     }
 }
 
-impl<K: Eq + Hash, C, V> Drop for Pooled<K, C, V> {
+impl<K: Eq + Hash, C, T> Drop for Pooled<K, C, T> {
     fn drop(&mut self) {
         let Some(entries) = self.entries.upgrade() else {
             return;

@@ -1049,7 +1049,7 @@ fn http_endpoint(metadata: &Metadata) -> Result<(HttpKey, HttpQuery), ParamError
 /// A reqwest client with the trigger's TLS settings (the process-wide one without them).
 fn http_client(unsafe_ssl: bool, tls: Option<&Tls>) -> Result<reqwest::Client, ScalerError> {
     let Some(tls) = tls.filter(|t| t.ca.is_some() || t.cert.is_some()) else {
-        return super::metrics_api::shared_client(unsafe_ssl);
+        return super::http_auth::shared_client(unsafe_ssl);
     };
     let mut builder = reqwest::Client::builder()
         .http1_only()

@@ -102,7 +102,7 @@ pub(crate) trait Fixture: Sync {
 }
 
 /// Every fixture, one per scaler module.
-pub(crate) fn all() -> [&'static dyn Fixture; 14] {
+pub(crate) fn all() -> [&'static dyn Fixture; 16] {
     [
         &CpuMemory,
         &Cron,
@@ -110,7 +110,9 @@ pub(crate) fn all() -> [&'static dyn Fixture; 14] {
         &KubernetesWorkload,
         &MetricsApi,
         &crate::mysql::Mysql,
+        &crate::http_sources::NatsJetStream,
         &crate::data_stores::Postgresql,
+        &crate::http_sources::Prometheus,
         &crate::rabbitmq::RabbitMq,
         &crate::data_stores::Redis,
         &crate::redis_family::RedisStreams,
@@ -126,13 +128,13 @@ fn owned(pairs: &[(&'static str, &str)]) -> Metadata {
 }
 
 /// A self-signed certificate and its private key, in PEM.
-fn pem_pair() -> (String, String) {
+pub(crate) fn pem_pair() -> (String, String) {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     (generated.cert.pem(), generated.signing_key.serialize_pem())
 }
 
 /// The middle line of a PEM body: text that appears in nothing but this PEM.
-fn pem_tell(pem: &str) -> String {
+pub(crate) fn pem_tell(pem: &str) -> String {
     let body: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     body[body.len() / 2].to_owned()
 }
