@@ -186,9 +186,14 @@ fn subscribe(set: &ScalerSet, state: &Arc<LoopState>) -> tokio::task::JoinSet<()
         };
         if let Some(mut pushes) = scaler.activity_pushes() {
             let state = state.clone();
+            let wake_only = scaler.pushes_wake_only();
             tasks.spawn(async move {
                 while futures::StreamExt::next(&mut pushes).await.is_some() {
-                    state.push_active();
+                    if wake_only {
+                        state.wake();
+                    } else {
+                        state.push_active();
+                    }
                 }
             });
         }

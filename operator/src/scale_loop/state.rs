@@ -130,6 +130,11 @@ impl LoopState {
         self.poke.notify_one();
     }
 
+    /// A source asked for a read now: the next cycle runs at once and its reads decide.
+    pub fn wake(&self) {
+        self.poke.notify_one();
+    }
+
     /// Whether a push arrived since the last call.
     pub fn take_pushed(&self) -> bool {
         self.pushed.swap(false, Ordering::Relaxed)

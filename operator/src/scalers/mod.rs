@@ -242,6 +242,13 @@ pub trait Scaler: Send + Sync + std::fmt::Debug {
     fn activity_pushes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
         None
     }
+
+    /// Whether an item of [`Scaler::activity_pushes`] only asks the loop to read now, the read
+    /// deciding activity, instead of saying the trigger is active (as the stream of an
+    /// `external-push` scaler does).
+    fn pushes_wake_only(&self) -> bool {
+        false
+    }
 }
 
 type Build = fn(&TriggerInput, &Services) -> Result<Box<dyn Scaler>, ScalerError>;

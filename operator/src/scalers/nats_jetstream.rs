@@ -621,6 +621,11 @@ impl Scaler for NatsJetStreamScaler {
             self.alive.subscribe(),
         ))
     }
+
+    /// A message on the stream's subjects says nothing of the backlog: the loop reads it.
+    fn pushes_wake_only(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ async fn nats_jetstream_activation_push_scales_from_zero_without_waiting_for_the
         "stream": "PUSH",
         "consumer": "workers",
         "lagThreshold": "5",
+        "activationLagThreshold": "1",
         "activationPush": "true",
     }});
     let mut so = scaled_object("worker", json!([trigger]), json!({}));
@@ -99,6 +100,12 @@ async fn nats_jetstream_activation_push_scales_from_zero_without_waiting_for_the
         .await;
     cluster
         .hold_replicas(&ns, "worker", 0, Duration::from_secs(2))
+        .await;
+    // One message is not above the activation threshold: the push makes the loop read, and
+    // the read keeps the workload at zero. The subscription is armed again 5 s after a push.
+    nats.publish("push.new", 1).await;
+    cluster
+        .hold_replicas(&ns, "worker", 0, Duration::from_secs(6))
         .await;
     let published = tokio::time::Instant::now();
     nats.publish("push.new", 1).await;
