@@ -8,8 +8,6 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use reqwest::header::{HeaderName, HeaderValue};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ScalerError;
 use crate::params::{ParamError, Params, Source};
@@ -237,19 +235,9 @@ fn custom(params: &Params) -> Result<(String, Secret), ParamError> {
 
 /// Checks that the TLS material parses, without saying anything about its content.
 fn check_pem(tls: &ClientTls) -> Result<(), ParamError> {
-    let certificates = |name: &str, pem: &Secret| {
-        let certs = CertificateDer::pem_slice_iter(pem.expose().as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ParamError::invalid(name, "is not PEM"))?;
-        if certs.is_empty() {
-            return Err(ParamError::invalid(name, "holds no PEM certificate"));
-        }
-        Ok(())
-    };
-    certificates("cert", &tls.cert)?;
-    certificates("ca", &tls.ca)?;
-    PrivateKeyDer::from_pem_slice(tls.key.expose().as_bytes())
-        .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
+    super::tls::certificates("cert", tls.cert.expose())?;
+    super::tls::certificates("ca", tls.ca.expose())?;
+    super::tls::private_key("key", tls.key.expose())?;
     reqwest::Identity::from_pem(identity_pem(tls).as_bytes())
         .map_err(|_| ParamError::invalid("key", "holds no PEM private key"))?;
     Ok(())
