@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::decision::{self, Activity, Observation, ReadyChange, Settings};
 use crate::fallback;
 use crate::scaler_set::{ScalerSet, Trigger};
+use crate::scalers::pooled::TICK;
 use crate::scalers::{Reading, ScalerError};
 use crate::status;
 use crate::telemetry::{LoopLabels, ObjectLabels, ScalerLabels, scaler_label};
@@ -36,6 +37,8 @@ pub(super) async fn run(ctx: Arc<Context>, state: Arc<LoopState>) {
         .await;
     }
     let mut expected = Instant::now();
+    // The polling tick this cycle reads for; none for the first cycle and after a push.
+    let mut tick = None;
     // Push subscriptions of the current triggers; replaced (and the old ones aborted) when the
     // triggers are rebuilt.
     let mut pushes: Option<(usize, tokio::task::JoinSet<()>)> = None;
@@ -62,20 +65,51 @@ pub(super) async fn run(ctx: Arc<Context>, state: Arc<LoopState>) {
                 .unwrap_or(30)
                 .max(1),
         );
-        let next = started + interval;
+        let (next, next_tick_ms) = next_tick(started, interval);
         let span = tracing::info_span!(
             "scale_cycle",
             k8s.namespace = %so.namespace().unwrap_or_default(),
             k8s.name = %so.name_any(),
         );
-        if let Err(e) = cycle(&ctx, &state, &so).instrument(span).await {
+        let result = match tick {
+            Some(tick) => {
+                TICK.scope(tick, cycle(&ctx, &state, &so).instrument(span))
+                    .await
+            }
+            None => cycle(&ctx, &state, &so).instrument(span).await,
+        };
+        if let Err(e) = result {
             tracing::warn!(namespace = %so.namespace().unwrap_or_default(), name = %so.name_any(), error = %e, "polling cycle failed");
         }
         tokio::select! {
-            () = tokio::time::sleep_until(next.into()) => expected = next,
-            () = state.poke.notified() => expected = Instant::now(),
+            () = tokio::time::sleep_until(next.into()) => {
+                expected = next;
+                tick = Some(next_tick_ms);
+            }
+            () = state.poke.notified() => {
+                expected = Instant::now();
+                tick = None;
+            }
         }
     }
+}
+
+/// The first multiple of `interval` on the wall clock after `now`, and that multiple in
+/// milliseconds since the epoch. Loops with the same polling interval read at the same moments
+/// (see [`TICK`]), so triggers of different ScaledObjects that ask a shared client the same
+/// question are answered by one read of the source per tick.
+fn next_tick(now: Instant, interval: Duration) -> (Instant, u64) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let period = interval.as_millis().max(1);
+    let wait = period - since_epoch % period;
+    let at = u64::try_from(since_epoch + wait).unwrap_or(u64::MAX);
+    (
+        now + Duration::from_millis(u64::try_from(wait).unwrap_or(0)),
+        at,
+    )
 }
 
 /// The result of reading one external metric.

@@ -201,17 +201,23 @@ impl LoopState {
                     self.in_flight.clone(),
                 );
                 let entry = key.clone();
+                let tick = crate::scalers::pooled::TICK.try_with(|tick| *tick).ok();
                 // The task removes its entry after this lock is released (it takes the lock).
                 let task = tokio::spawn(async move {
                     let result = match set.triggers.get(trigger).map(|t| &t.scaler) {
-                        Some(Ok(scaler)) => tokio::time::timeout(READ_BUDGET, scaler.read(&name))
-                            .await
-                            .unwrap_or_else(|_| {
+                        Some(Ok(scaler)) => {
+                            let read = tokio::time::timeout(READ_BUDGET, scaler.read(&name));
+                            let read = match tick {
+                                Some(tick) => crate::scalers::pooled::TICK.scope(tick, read).await,
+                                None => read.await,
+                            };
+                            read.unwrap_or_else(|_| {
                                 Err(ScalerError::Source(format!(
                                     "no answer within {}s",
                                     READ_BUDGET.as_secs()
                                 )))
-                            }),
+                            })
+                        }
                         Some(Err(e)) => Err(e.clone()),
                         None => Err(ScalerError::NoSuchMetric(name.clone())),
                     };

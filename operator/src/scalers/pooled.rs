@@ -76,6 +76,7 @@ where
             key: key.clone(),
             entries: Arc::downgrade(&self.entries),
             reads: Mutex::default(),
+            ticks: Mutex::default(),
         });
         entries.insert(key.clone(), Arc::downgrade(&pooled));
         pooled
@@ -89,6 +90,16 @@ pub struct Pooled<K: Eq + Hash, C, T = f64> {
     entries: Weak<Entries<K, C, T>>,
     /// Reads in flight, by what they ask.
     reads: Mutex<HashMap<String, Read<T>>>,
+    /// The last read of each question made for a polling tick, and the tick: scale loops that
+    /// read for the same tick share it even when they come after it finished.
+    ticks: Mutex<HashMap<String, (u64, Read<T>)>>,
+}
+
+tokio::task_local! {
+    /// The polling tick (milliseconds since the epoch) a scale loop reads for. Reads made for
+    /// the same tick are one read of the source; reads made outside a tick (the HPA's queries,
+    /// a push, a loop's first cycle) share only a read in flight.
+    pub static TICK: u64;
 }
 
 impl<K: Eq + Hash, C: std::fmt::Debug, T> std::fmt::Debug for Pooled<K, C, T> {
@@ -121,12 +132,27 @@ where
     where
         F: FnOnce(Arc<Self>) -> BoxFuture<'static, Result<T, ScalerError>>,
     {
+        let tick = TICK.try_with(|tick| *tick).ok();
+        let mut ticks = self
+            .ticks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tick) = tick
+            && let Some((read_for, read)) = ticks.get(question)
+            && *read_for == tick
+        {
+            return read.clone();
+        }
         let mut reads = self
             .reads
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(running) = reads.get(question) {
-            return running.clone();
+            let running = running.clone();
+            if let Some(tick) = tick {
+                ticks.insert(question.to_owned(), (tick, running.clone()));
+            }
+            return running;
         }
         let this = self.clone();
         let owned = question.to_owned();
@@ -147,6 +173,9 @@ where
         .boxed()
         .shared();
         reads.insert(question.to_owned(), shared.clone());
+        if let Some(tick) = tick {
+            ticks.insert(question.to_owned(), (tick, shared.clone()));
+        }
         shared
     }
 }

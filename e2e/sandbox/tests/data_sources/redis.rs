@@ -223,3 +223,107 @@ async fn redis_streams_push_activates_without_waiting_for_the_polling_interval()
     );
     fill_stream(&mut connection, &key, 0).await;
 }
+
+/// A field of `INFO` (`name:value` lines), as a number.
+async fn info_field(
+    connection: &mut impl redis::aio::ConnectionLike,
+    section: &str,
+    name: &str,
+) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+/// The `calls=` of a command in `INFO commandstats` (0 before its first call).
+async fn command_calls(connection: &mut impl redis::aio::ConnectionLike, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_scaled_objects_on_one_list_share_one_connection_and_one_llen_per_interval() {
+    const OBJECTS: usize = 100;
+    const INTERVAL: u64 = 2;
+    // A server of its own: its command statistics count only the operator's reads.
+    let server = TestServer::start("redis");
+    let address = server.get("address").to_owned();
+    let port = address.rsplit_once(':').unwrap().1.to_owned();
+    let client = redis::Client::open(format!("redis://{address}/")).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    fill_list(&mut connection, "jobs", 3).await;
+    let cluster = Cluster::start().await;
+    let ns = cluster.namespace("redis-shared").await;
+    for i in 0..OBJECTS {
+        let name = format!("worker-{i}");
+        cluster.apply(&ns, deployment(&name, 0)).await;
+        let mut so = scaled_object(
+            &name,
+            // The HPA's queries are answered from the loops' reads (KEDA's `useCachedMetrics`),
+            // so the source sees the loops only.
+            json!([{"type": "redis", "useCachedMetrics": true, "metadata": {
+                "address": format!("{}:{port}", source_host()),
+                "listName": "jobs",
+                "listLength": "5",
+                // Three items keep every workload idle: only the reads are counted.
+                "activationListLength": "5",
+            }}]),
+            json!({}),
+        );
+        so["spec"]["pollingInterval"] = json!(INTERVAL);
+        cluster.apply(&ns, so).await;
+    }
+    for i in 0..OBJECTS {
+        cluster
+            .wait_condition(&ns, &format!("worker-{i}"), "Ready", "True", None)
+            .await;
+    }
+    // Every loop has started: count the reads of the next intervals.
+    tokio::time::sleep(Duration::from_secs(INTERVAL)).await;
+    let llen_before = command_calls(&mut connection, "llen").await;
+    let started = std::time::SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(5 * INTERVAL)).await;
+    let llen = command_calls(&mut connection, "llen").await - llen_before;
+    let elapsed = started.elapsed().unwrap();
+    // Our own connection and the operator's.
+    let clients = info_field(&mut connection, "clients", "connected_clients").await;
+    let epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "seconds since the epoch, whole ticks"
+    )]
+    let ticks = {
+        let (from, to) = (epoch(started), epoch(started) + elapsed.as_secs_f64());
+        ((to / INTERVAL as f64).floor() - (from / INTERVAL as f64).floor()) as u64
+    };
+    println!(
+        "{OBJECTS} ScaledObjects on one list: {} connection(s) of the operator, {llen} LLEN in \
+         {elapsed:.1?} ({ticks} polling ticks of {INTERVAL} s)",
+        clients - 1
+    );
+    assert_eq!(clients - 1, 1, "the operator's connections to the server");
+    assert!(
+        llen <= ticks,
+        "{llen} LLEN for {ticks} polling ticks: reads of one tick were not shared"
+    );
+    assert!(llen > 0, "no read at all");
+    drop(server);
+}
