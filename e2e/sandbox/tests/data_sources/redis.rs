@@ -1,5 +1,6 @@
-//! The Redis family: `redis` and `redis-cluster` (the length of a list), `redis-streams` and
-//! `redis-sentinel-streams` (the length of a stream). Cluster and sentinel run on servers of
+//! The Redis family: `redis`, `redis-cluster` and `redis-sentinel` (the length of a list),
+//! `redis-streams`, `redis-cluster-streams` and `redis-sentinel-streams` (the length of a
+//! stream). Cluster and sentinel run on servers of
 //! their own (`external-scalers/scripts/test-server`); their nodes announce themselves and the
 //! sentinel names the master at 127.0.0.1, so those two scenarios need the operator on this
 //! machine (kube-sim), not in a real cluster.
@@ -114,8 +115,32 @@ async fn redis_streams_scales_zero_to_n_and_back_to_zero() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_scales_zero_to_n_and_back_to_zero() {
+/// What a trigger of the Redis family reads: a list or a stream.
+#[derive(Clone, Copy)]
+enum Data {
+    List,
+    Stream,
+}
+
+impl Data {
+    /// The trigger metadata naming `key` with a target of 5 per replica.
+    fn metadata(self, key: &str) -> serde_json::Value {
+        match self {
+            Self::List => json!({"listName": key, "listLength": "5"}),
+            Self::Stream => json!({"stream": key, "streamLength": "5"}),
+        }
+    }
+
+    async fn fill(self, connection: &mut impl redis::aio::ConnectionLike, key: &str, length: u64) {
+        match self {
+            Self::List => fill_list(connection, key, length).await,
+            Self::Stream => fill_stream(connection, key, length).await,
+        }
+    }
+}
+
+/// `trigger_type` (`redis-cluster` or `redis-cluster-streams`) on a cluster of three masters.
+async fn on_a_cluster(trigger_type: &'static str, data: Data) {
     let server = TestServer::start("redis-cluster");
     let addresses = server.get("addresses").to_owned();
     let nodes: Vec<String> = addresses
@@ -127,19 +152,17 @@ async fn redis_cluster_scales_zero_to_n_and_back_to_zero() {
         .get_async_connection()
         .await
         .unwrap();
-    let key = format!("keda-rs-e2e:{}:cluster-jobs", std::process::id());
+    let key = format!("keda-rs-e2e:{}:{trigger_type}", std::process::id());
     let host = source_host();
     let shown: Vec<String> = addresses
         .split(',')
         .map(|a| format!("{host}:{}", a.rsplit(':').next().unwrap()))
         .collect();
+    let mut metadata = data.metadata(&key);
+    metadata["addresses"] = json!(shown.join(","));
     let scenario = Scenario {
-        name: "redis-cluster",
-        trigger: json!({"type": "redis-cluster", "metadata": {
-            "addresses": shown.join(","),
-            "listName": key,
-            "listLength": "5",
-        }}),
+        name: trigger_type,
+        trigger: json!({"type": trigger_type, "metadata": metadata}),
         objects: Vec::new(),
         high: 18,
         replicas: 4,
@@ -147,13 +170,13 @@ async fn redis_cluster_scales_zero_to_n_and_back_to_zero() {
     zero_to_n_to_zero(scenario, |length| {
         let mut connection = connection.clone();
         let key = key.clone();
-        async move { fill_list(&mut connection, &key, length).await }
+        async move { data.fill(&mut connection, &key, length).await }
     })
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_sentinel_streams_scales_zero_to_n_and_back_to_zero() {
+/// `trigger_type` (`redis-sentinel` or `redis-sentinel-streams`) on the master a sentinel names.
+async fn behind_a_sentinel(trigger_type: &'static str, data: Data) {
     let server = TestServer::start("redis-sentinel");
     let master = server.get("master").to_owned();
     let sentinel_port = server
@@ -164,15 +187,13 @@ async fn redis_sentinel_streams_scales_zero_to_n_and_back_to_zero() {
         .to_owned();
     let client = redis::Client::open(format!("redis://{master}/")).unwrap();
     let connection = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("keda-rs-e2e:{}:sentinel-stream", std::process::id());
+    let key = format!("keda-rs-e2e:{}:{trigger_type}", std::process::id());
+    let mut metadata = data.metadata(&key);
+    metadata["addresses"] = json!(format!("{}:{sentinel_port}", source_host()));
+    metadata["sentinelMaster"] = json!(server.get("master_name"));
     let scenario = Scenario {
-        name: "redis-sentinel-streams",
-        trigger: json!({"type": "redis-sentinel-streams", "metadata": {
-            "addresses": format!("{}:{sentinel_port}", source_host()),
-            "sentinelMaster": server.get("master_name"),
-            "stream": key,
-            "streamLength": "5",
-        }}),
+        name: trigger_type,
+        trigger: json!({"type": trigger_type, "metadata": metadata}),
         objects: Vec::new(),
         high: 18,
         replicas: 4,
@@ -180,9 +201,29 @@ async fn redis_sentinel_streams_scales_zero_to_n_and_back_to_zero() {
     zero_to_n_to_zero(scenario, |length| {
         let mut connection = connection.clone();
         let key = key.clone();
-        async move { fill_stream(&mut connection, &key, length).await }
+        async move { data.fill(&mut connection, &key, length).await }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_scales_zero_to_n_and_back_to_zero() {
+    on_a_cluster("redis-cluster", Data::List).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_streams_scales_zero_to_n_and_back_to_zero() {
+    on_a_cluster("redis-cluster-streams", Data::Stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_scales_zero_to_n_and_back_to_zero() {
+    behind_a_sentinel("redis-sentinel", Data::List).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_streams_scales_zero_to_n_and_back_to_zero() {
+    behind_a_sentinel("redis-sentinel-streams", Data::Stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
