@@ -4,7 +4,11 @@
 //! test-server`). One module per scaler, in `data_sources/`.
 //!
 //! On a real cluster (`KEDA_E2E_KUBECONFIG`), the operator reaches the servers at
-//! `KEDA_E2E_SOURCE_HOST`; the test itself writes to them on loopback.
+//! `KEDA_E2E_SOURCE_HOST`; the test itself writes to them on loopback. The `test-server`
+//! servers then listen on every address of this machine and announce `KEDA_E2E_SOURCE_HOST`
+//! where they name themselves (Redis Cluster nodes, the sentinel's master; see
+//! `operator/tests/support/test_server.rs`); the machine's standard services (Redis :6379,
+//! PostgreSQL :5432, MariaDB :3306) must be made to listen on that address by hand.
 
 #![allow(
     clippy::unwrap_used,

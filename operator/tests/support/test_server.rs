@@ -1,6 +1,12 @@
 //! A server started by `external-scalers/scripts/test-server` for the life of a test: its
 //! ports are read from the script's `ready` line, and dropping the guard stops it (the script
 //! stops when its stdin closes, and its process group is signalled in case it hangs).
+//!
+//! For the end-to-end scenarios against a real cluster (`KEDA_E2E_KUBECONFIG` set), the
+//! servers listen on every address of this machine (`KEDA_TEST_SERVER_BIND=0.0.0.0`) and
+//! announce `KEDA_E2E_SOURCE_HOST` (`KEDA_TEST_SERVER_ANNOUNCE`), so that the operator in the
+//! cluster reaches them; either variable set by hand wins. The `ready` line keeps giving
+//! addresses on loopback, for the test itself.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -37,7 +43,19 @@ impl TestServer {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../../external-scalers/scripts/test-server")
         };
-        let mut child = Command::new(script)
+        let mut command = Command::new(script);
+        if std::env::var_os("KEDA_E2E_KUBECONFIG").is_some() {
+            if std::env::var_os("KEDA_TEST_SERVER_BIND").is_none() {
+                command.env("KEDA_TEST_SERVER_BIND", "0.0.0.0");
+            }
+            if let (None, Some(host)) = (
+                std::env::var_os("KEDA_TEST_SERVER_ANNOUNCE"),
+                std::env::var_os("KEDA_E2E_SOURCE_HOST"),
+            ) {
+                command.env("KEDA_TEST_SERVER_ANNOUNCE", host);
+            }
+        }
+        let mut child = command
             .arg(kind)
             .args(args)
             .stdin(Stdio::piped())

@@ -1,9 +1,9 @@
 //! The Redis family: `redis`, `redis-cluster` and `redis-sentinel` (the length of a list),
 //! `redis-streams`, `redis-cluster-streams` and `redis-sentinel-streams` (the length of a
-//! stream). Cluster and sentinel run on servers of
-//! their own (`external-scalers/scripts/test-server`); their nodes announce themselves and the
-//! sentinel names the master at 127.0.0.1, so those two scenarios need the operator on this
-//! machine (kube-sim), not in a real cluster.
+//! stream). Cluster and sentinel run on servers of their own
+//! (`external-scalers/scripts/test-server`); their nodes announce themselves and the sentinel
+//! names the master at 127.0.0.1 on kube-sim, at `KEDA_E2E_SOURCE_HOST` on a real cluster
+//! (which this machine must reach too: the nodes talk to each other over it).
 
 use std::time::Duration;
 
