@@ -702,3 +702,45 @@ async fn kubernetes_workload_without_an_api_server_is_an_error() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn metrics_api_triggers_on_one_url_share_their_gets() {
+    let (addr, seen) = serve(None).await;
+    let services = no_kube();
+    let url = format!("http://{addr}/json");
+    let build = |location: &str| {
+        let params = Params::from_metadata([
+            ("url", url.as_str()),
+            ("valueLocation", location),
+            ("targetValue", "10"),
+        ]);
+        scalers::build(&TriggerInput::new(0, "metrics-api", params), &services).unwrap()
+    };
+    // Fifty triggers reading two values of one document.
+    let triggers: Vec<_> = (0..50)
+        .map(|i| {
+            build(if i % 2 == 0 {
+                "components.0.tasks"
+            } else {
+                "count"
+            })
+        })
+        .collect();
+    let reads = futures::future::join_all(triggers.iter().map(|t| read(t.as_ref()))).await;
+    let values: std::collections::BTreeSet<String> = reads
+        .iter()
+        .map(|r| r.as_ref().unwrap().value.to_string())
+        .collect();
+    assert_eq!(
+        values.len(),
+        2,
+        "each trigger takes its own value: {values:?}"
+    );
+    let gets = seen.all().len();
+    println!("50 metrics-api triggers on one URL, read at once: {gets} GET");
+    assert_eq!(gets, 1, "the reads of a burst share one GET");
+    // Reads one after the other are GETs of their own: nothing is served from an old answer.
+    read(triggers[0].as_ref()).await.unwrap();
+    read(triggers[1].as_ref()).await.unwrap();
+    assert_eq!(seen.all().len(), 3);
+}

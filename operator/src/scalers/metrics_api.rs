@@ -7,13 +7,16 @@
 //! Errors name the endpoint without its query string and never carry credentials.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::http_auth::HttpClient;
 pub use super::http_auth::{ApiKey, Auth, ClientTls, Secret};
+use super::pooled::{Pool, Pooled};
 use super::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
 
@@ -228,12 +231,41 @@ pub(crate) fn parse_timeout(text: &str) -> Result<Duration, ParamError> {
     Ok(duration)
 }
 
+/// What makes two triggers share a client and their GETs: the URL (with an API key in the
+/// query), the authentication, TLS and the deadline.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    url: String,
+    auth: Auth,
+    unsafe_ssl: bool,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key").finish_non_exhaustive()
+    }
+}
+
+/// The shared clients of `metrics-api` triggers; a read answers the response body, which each
+/// trigger takes its own `valueLocation` from.
+pub type MetricsApiPool = Pool<Key, HttpClient, Arc<Vec<u8>>>;
+
 /// Builds a `metrics-api` trigger.
-pub fn build(input: &TriggerInput, _: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
+pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler>, ScalerError> {
     let target_type = super::external_target_type(input)?;
     let metadata = parse(input)?;
     let endpoint = Endpoint::new(&metadata)?;
     let location = Location::new(metadata.format, &metadata.value_location)?;
+    let key = Key {
+        url: endpoint.url.to_string(),
+        auth: metadata.auth.clone(),
+        unsafe_ssl: metadata.unsafe_ssl,
+        timeout: metadata.timeout,
+    };
+    let pooled = services.metrics_api.get(&key, || {
+        HttpClient::new(metadata.unsafe_ssl, metadata.auth.tls.clone())
+    });
     Ok(Box::new(MetricsApiScaler {
         name: metric_name::normalized(
             input.index,
@@ -242,7 +274,7 @@ pub fn build(input: &TriggerInput, _: &Services) -> Result<Box<dyn Scaler>, Scal
         target_type,
         endpoint,
         location,
-        client: HttpClient::new(metadata.unsafe_ssl, metadata.auth.tls.clone()),
+        pooled,
         metadata,
     }))
 }
@@ -325,49 +357,48 @@ pub struct MetricsApiScaler {
     target_type: MetricTargetType,
     endpoint: Endpoint,
     location: Location,
-    /// The shared client, or with client certificates one of this trigger's own.
-    client: HttpClient,
+    /// The client shared by the triggers that GET the same URL the same way (with client
+    /// certificates, a client of their own), and their GETs.
+    pooled: Arc<Pooled<Key, HttpClient, Arc<Vec<u8>>>>,
 }
 
-impl MetricsApiScaler {
-    /// GETs the endpoint and returns the body.
-    async fn fetch(&self) -> Result<Vec<u8>, ScalerError> {
-        let client = self.client.get()?;
-        let shown = &self.endpoint.shown;
-        let failed = |e: &reqwest::Error| {
-            if e.is_timeout() {
-                ScalerError::Source(format!(
-                    "GET {shown}: no answer within {:?}",
-                    self.metadata.timeout
-                ))
-            } else {
-                ScalerError::Source(format!("GET {shown}: {}", super::error_chain(e)))
-            }
-        };
-        let request = client
-            .get(self.endpoint.url.clone())
-            .timeout(self.metadata.timeout);
-        let request = super::http_auth::authenticate(request, &self.metadata.auth)?;
-        let mut response = request.send().await.map_err(|e| failed(&e))?;
-        let status = response.status();
-        if status != reqwest::StatusCode::OK {
+/// GETs the endpoint and returns the body.
+async fn fetch(
+    client: &HttpClient,
+    endpoint: &Endpoint,
+    auth: &Auth,
+    timeout: Duration,
+) -> Result<Vec<u8>, ScalerError> {
+    let client = client.get()?;
+    let shown = &endpoint.shown;
+    let failed = |e: &reqwest::Error| {
+        if e.is_timeout() {
+            ScalerError::Source(format!("GET {shown}: no answer within {timeout:?}"))
+        } else {
+            ScalerError::Source(format!("GET {shown}: {}", super::error_chain(e)))
+        }
+    };
+    let request = client.get(endpoint.url.clone()).timeout(timeout);
+    let request = super::http_auth::authenticate(request, auth)?;
+    let mut response = request.send().await.map_err(|e| failed(&e))?;
+    let status = response.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(ScalerError::Source(format!(
+            "GET {shown}: api returned {}",
+            status.as_u16()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
             return Err(ScalerError::Source(format!(
-                "GET {shown}: api returned {}",
-                status.as_u16()
+                "GET {shown}: the response is larger than {} MiB",
+                MAX_BODY / 1024 / 1024
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(ScalerError::Source(format!(
-                    "GET {shown}: the response is larger than {} MiB",
-                    MAX_BODY / 1024 / 1024
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 impl Scaler for MetricsApiScaler {
@@ -384,7 +415,22 @@ impl Scaler for MetricsApiScaler {
             if metric != self.name {
                 return Err(ScalerError::NoSuchMetric(metric.to_owned()));
             }
-            let body = self.fetch().await?;
+            let (endpoint, auth, timeout) = (
+                self.endpoint.clone(),
+                self.metadata.auth.clone(),
+                self.metadata.timeout,
+            );
+            let body = self
+                .pooled
+                .coalesce("", move |pooled| {
+                    async move {
+                        fetch(pooled.client(), &endpoint, &auth, timeout)
+                            .await
+                            .map(Arc::new)
+                    }
+                    .boxed()
+                })
+                .await?;
             let value = extract(&body, self.metadata.format, &self.location).map_err(|why| {
                 ScalerError::Source(format!("GET {}: {why}", self.endpoint.shown))
             })?;

@@ -192,6 +192,8 @@ pub struct Services {
     /// AMQP connections and management API clients of the `rabbitmq` triggers, one per
     /// broker, credentials and virtual host.
     pub rabbitmq: Arc<rabbitmq::RabbitPools>,
+    /// Clients of the `metrics-api` triggers, one per URL, authentication and TLS.
+    pub metrics_api: Arc<metrics_api::MetricsApiPool>,
     /// Clients of the `prometheus` triggers, one per server, credentials and headers.
     pub prometheus: Arc<prometheus::PrometheusPool>,
     /// Requests of the `nats-jetstream` triggers, one per monitoring URL.
@@ -208,6 +210,7 @@ impl Services {
             postgres: Arc::default(),
             redis: Arc::default(),
             rabbitmq: Arc::default(),
+            metrics_api: Arc::default(),
             prometheus: Arc::default(),
             nats: Arc::default(),
         }
