@@ -618,3 +618,37 @@ async fn the_management_api_over_https_checks_the_broker_certificate() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn reads_one_after_another_reuse_a_channel_and_a_missing_queue_costs_only_its_own() {
+    // channel.open: class 20, method 10.
+    let proxy = CountingProxy::start(amqp_addr(), &[0, 20, 0, 10]).await;
+    let queue = unique("channels");
+    let (_connection, channel) = channel().await;
+    declare(&channel, &queue).await;
+    publish(&channel, &queue, 3).await;
+    let services = services();
+    let host = amqp_host(proxy.addr);
+    let scaler = scalers::build(
+        &trigger(0, &host, &[("queueName", queue.as_str())]),
+        &services,
+    )
+    .unwrap();
+    let metric = name(&*scaler);
+    read_until(&*scaler, |r| r.value == 3.0).await.unwrap();
+    let opened = proxy.hits();
+    for _ in 0..5 {
+        assert_eq!(scaler.read(&metric).await.unwrap().value, 3.0);
+    }
+    assert_eq!(proxy.hits(), opened, "sequential reads open no channel");
+    // The broker closes the channel of a declare of a missing queue: the next read opens one.
+    let missing = scalers::build(
+        &trigger(0, &host, &[("queueName", unique("missing").as_str())]),
+        &services,
+    )
+    .unwrap();
+    let error = missing.read(&name(&*missing)).await.unwrap_err();
+    assert!(error.to_string().contains("does not exist"), "{error}");
+    assert_eq!(scaler.read(&metric).await.unwrap().value, 3.0);
+    assert_eq!(proxy.connections(), 1, "one shared connection");
+}

@@ -135,7 +135,7 @@ impl AmqpKey {
 /// Keeps the broker's reason when it closes a channel (a passive declare of a queue that does
 /// not exist closes the channel with 404).
 #[derive(Clone, Default)]
-struct CloseReason(Arc<std::sync::Mutex<Option<(u16, String)>>>);
+pub(super) struct CloseReason(Arc<std::sync::Mutex<Option<(u16, String)>>>);
 
 impl CloseReason {
     fn take(&self) -> Option<(u16, String)> {
@@ -179,13 +179,18 @@ impl ChannelCallback for CloseReason {
 /// The shared AMQP connections of `rabbitmq` triggers.
 pub type AmqpPool = Pool<AmqpKey, AmqpClient>;
 
+/// Open channels kept for the next reads of a broker (more concurrent reads open more).
+const MAX_IDLE_CHANNELS: usize = 8;
+
 /// One broker, virtual host and user as AMQP triggers read it: a connection made on first use
-/// and made again after it broke; each read opens a channel of its own.
+/// and made again after it broke. Each read takes an idle channel or opens one, and gives it back
+/// while it is open (a passive declare of a missing queue closes its channel).
 pub struct AmqpClient {
     pub(super) key: AmqpKey,
     pub(super) tls: Option<TlsAdaptor>,
     pub(super) shown: String,
     pub(super) connection: tokio::sync::Mutex<Option<Connection>>,
+    pub(super) idle: std::sync::Mutex<Vec<(Channel, CloseReason)>>,
 }
 
 impl fmt::Debug for AmqpClient {
@@ -201,10 +206,16 @@ impl Drop for AmqpClient {
     /// A connection closes itself on a task of the runtime; without one (a process shutting
     /// down) it is left to the operating system instead of panicking.
     fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_err()
-            && let Some(connection) = self.connection.get_mut().take()
-        {
-            std::mem::forget(connection);
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Channels and connections close themselves on a task of the runtime.
+            let idle = self
+                .idle
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::forget(std::mem::take(idle));
+            if let Some(connection) = self.connection.get_mut().take() {
+                std::mem::forget(connection);
+            }
         }
     }
 }
@@ -236,7 +247,43 @@ impl AmqpClient {
         Ok(connection)
     }
 
-    /// The message count of `queue` (a passive declare on a channel of its own), on a new
+    /// An idle open channel of `connection`, or a new one.
+    async fn channel(
+        &self,
+        connection: &Connection,
+    ) -> Result<(Channel, CloseReason), amqprs::error::Error> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            match idle {
+                Some((channel, reason)) if channel.is_open() && connection.is_open() => {
+                    return Ok((channel, reason));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let channel = connection.open_channel(None).await?;
+        let reason = CloseReason::default();
+        channel.register_callback(reason.clone()).await?;
+        Ok((channel, reason))
+    }
+
+    /// Keeps an open channel for the next read.
+    fn give_back(&self, channel: Channel, reason: CloseReason) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if channel.is_open() && idle.len() < MAX_IDLE_CHANNELS {
+            idle.push((channel, reason));
+        }
+    }
+
+    /// The message count of `queue` (a passive declare on an idle or new channel), on a new
     /// connection once more if the shared one broke.
     pub(super) async fn message_count(
         &self,
@@ -246,22 +293,23 @@ impl AmqpClient {
         let mut retried = false;
         loop {
             let connection = self.connection(timeout).await?;
-            let reason = CloseReason::default();
             let declare = async {
-                let channel = connection.open_channel(None).await?;
-                channel.register_callback(reason.clone()).await?;
+                let (channel, reason) = match self.channel(&connection).await {
+                    Ok(opened) => opened,
+                    Err(error) => return (Err(error), None),
+                };
                 let declared = channel
                     .queue_declare(QueueDeclareArguments::new(queue).passive(true).finish())
                     .await;
                 if declared.is_ok() {
-                    let _ = channel.close().await;
+                    self.give_back(channel, reason.clone());
                 }
-                declared
+                (declared, Some(reason))
             };
             match tokio::time::timeout(timeout, declare).await {
-                Ok(Ok(Some((_, count, _)))) => return Ok(f64::from(count)),
-                Ok(Ok(None)) => return Err(self.error("no answer to queue.declare")),
-                Ok(Err(error)) => {
+                Ok((Ok(Some((_, count, _))), _)) => return Ok(f64::from(count)),
+                Ok((Ok(None), _)) => return Err(self.error("no answer to queue.declare")),
+                Ok((Err(error), reason)) => {
                     if !connection.is_open() {
                         *self.connection.lock().await = None;
                         if !retried {
@@ -269,7 +317,7 @@ impl AmqpClient {
                             continue;
                         }
                     }
-                    return Err(match reason.take() {
+                    return Err(match reason.and_then(|r| r.take()) {
                         Some((404, _)) => self.error(&format!(
                             "queue {queue:?} does not exist in virtual host {:?}",
                             self.key.vhost

@@ -519,6 +519,7 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
                 shown: key.shown(),
                 key: key.clone(),
                 connection: tokio::sync::Mutex::new(None),
+                idle: std::sync::Mutex::default(),
             });
             Reader::Amqp(pooled)
         }
