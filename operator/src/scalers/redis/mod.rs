@@ -79,7 +79,10 @@ use redis::cluster_async::ClusterConnection;
 use redis::{ConnectionAddr, FromRedisValue, IntoConnectionInfo, RedisConnectionInfo};
 
 use super::pooled::{Pool, Pooled};
-use super::{ScalerError, TriggerInput, error_chain};
+use futures::future::BoxFuture;
+use keda_operator_crd::MetricTargetType;
+
+use super::{MetricSpec, Reading, Scaler, ScalerError, TriggerInput, error_chain};
 use crate::params::{METADATA, ParamError, Params, Source};
 
 /// Where `address`, `sentinelMaster` and `sentinelUsername` may come from (KEDA's order).
@@ -729,6 +732,83 @@ type Activations = futures::channel::mpsc::Sender<()>;
 /// Reports one activation; a report already waiting is enough.
 fn activate(activations: &mut Activations) {
     let _ = activations.try_send(());
+}
+
+/// What a list or a streams trigger reads and watches; [`RedisScaler`] is the same around both.
+pub(super) trait Watched: Send + Sync + 'static {
+    /// The value per replica the HPA aims for.
+    fn target(&self) -> f64;
+    /// Whether `activationPush` is on.
+    fn push(&self) -> bool;
+    /// The trigger's metadata, for `Debug` (it hides secrets itself).
+    fn metadata(&self) -> &dyn fmt::Debug;
+    /// A read, joined with the same read of other triggers on the shared connection.
+    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>>;
+    /// One push session: reports activations until its connection ends.
+    fn watch(
+        self: Arc<Self>,
+        activations: Activations,
+    ) -> BoxFuture<'static, Result<(), ScalerError>>;
+}
+
+/// A built trigger of the Redis family.
+pub(super) struct RedisScaler<S> {
+    name: String,
+    target_type: MetricTargetType,
+    source: Arc<S>,
+    /// Dropped with the scaler: ends its pushes.
+    alive: tokio::sync::watch::Sender<()>,
+}
+
+impl<S: Watched> RedisScaler<S> {
+    pub(super) fn new(name: String, target_type: MetricTargetType, source: S) -> Self {
+        Self {
+            name,
+            target_type,
+            source: Arc::new(source),
+            alive: tokio::sync::watch::Sender::new(()),
+        }
+    }
+}
+
+impl<S: Watched> fmt::Debug for RedisScaler<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisScaler")
+            .field("name", &self.name)
+            .field("metadata", self.source.metadata())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Watched> Scaler for RedisScaler<S> {
+    fn metric_specs(&self) -> Vec<MetricSpec> {
+        vec![MetricSpec::External {
+            name: self.name.clone(),
+            target_type: self.target_type,
+            target: self.source.target(),
+        }]
+    }
+
+    fn read<'a>(&'a self, metric: &'a str) -> BoxFuture<'a, Result<Reading, ScalerError>> {
+        Box::pin(async move {
+            if metric != self.name {
+                return Err(ScalerError::NoSuchMetric(metric.to_owned()));
+            }
+            self.source.read().await
+        })
+    }
+
+    fn activity_pushes(&self) -> Option<futures::stream::BoxStream<'static, ()>> {
+        if !self.source.push() {
+            return None;
+        }
+        let source = self.source.clone();
+        Some(pushes(
+            self.name.clone(),
+            self.alive.subscribe(),
+            move |activations| source.clone().watch(activations),
+        ))
+    }
 }
 
 /// The pushes of a trigger: runs `session` (which waits for changes on a connection of its

@@ -21,15 +21,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use keda_operator_crd::MetricTargetType;
 use redis::Value;
 
 use super::{Activations, Client, Connection, Kind, parse_connection, parse_push};
 use crate::metric_name;
 use crate::params::{METADATA, ParamError};
 use crate::scalers::pooled::Pooled;
-use crate::scalers::{MetricSpec, Reading, Scaler, ScalerError, Services, TriggerInput};
+use crate::scalers::{Reading, Scaler, ScalerError, Services, TriggerInput};
 
 /// How long one `XREAD BLOCK` of a push connection waits before it asks again.
 const BLOCK: Duration = Duration::from_secs(10);
@@ -211,16 +209,15 @@ pub fn build(input: &TriggerInput, services: &Services) -> Result<Box<dyn Scaler
     let target_type = crate::scalers::external_target_type(input)?;
     let metadata = parse(input)?;
     let pooled = Client::pooled(&services.redis, &metadata.connection);
-    Ok(Box::new(StreamsScaler {
-        name: metric_name::normalized(input.index, &format!("redis-streams-{}", metadata.stream)),
+    Ok(Box::new(super::RedisScaler::new(
+        metric_name::normalized(input.index, &format!("redis-streams-{}", metadata.stream)),
         target_type,
-        shared: Arc::new(Shared {
+        Shared {
             timeout: input.http_timeout,
             pooled,
             metadata,
-        }),
-        alive: tokio::sync::watch::Sender::new(()),
-    }))
+        },
+    )))
 }
 
 fn invalid(client: &Client, what: &str) -> ScalerError {
@@ -421,54 +418,30 @@ fn last_entry(entries: &Value) -> Option<String> {
     }
 }
 
-/// A built streams trigger.
-pub struct StreamsScaler {
-    name: String,
-    target_type: MetricTargetType,
-    shared: Arc<Shared>,
-    /// Dropped with the scaler: ends its pushes.
-    alive: tokio::sync::watch::Sender<()>,
-}
-
-impl fmt::Debug for StreamsScaler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamsScaler")
-            .field("name", &self.name)
-            .field("metadata", &self.shared.metadata)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Scaler for StreamsScaler {
-    fn metric_specs(&self) -> Vec<MetricSpec> {
+impl super::Watched for Shared {
+    fn target(&self) -> f64 {
         #[allow(clippy::cast_precision_loss, reason = "targets are far below 2^53")]
-        let target = self.shared.metadata.mode.target() as f64;
-        vec![MetricSpec::External {
-            name: self.name.clone(),
-            target_type: self.target_type,
-            target,
-        }]
+        let target = self.metadata.mode.target() as f64;
+        target
     }
 
-    fn read<'a>(&'a self, metric: &'a str) -> BoxFuture<'a, Result<Reading, ScalerError>> {
-        Box::pin(async move {
-            if metric != self.name {
-                return Err(ScalerError::NoSuchMetric(metric.to_owned()));
-            }
-            self.shared.read().await
-        })
+    fn push(&self) -> bool {
+        self.metadata.push
     }
 
-    fn activity_pushes(&self) -> Option<BoxStream<'static, ()>> {
-        if !self.shared.metadata.push {
-            return None;
-        }
-        let shared = self.shared.clone();
-        Some(super::pushes(
-            self.name.clone(),
-            self.alive.subscribe(),
-            move |activations| shared.clone().watch(activations),
-        ))
+    fn metadata(&self) -> &dyn fmt::Debug {
+        &self.metadata
+    }
+
+    fn read(&self) -> BoxFuture<'_, Result<Reading, ScalerError>> {
+        Box::pin(Shared::read(self))
+    }
+
+    fn watch(
+        self: Arc<Self>,
+        activations: Activations,
+    ) -> BoxFuture<'static, Result<(), ScalerError>> {
+        Box::pin(Shared::watch(self, activations))
     }
 }
 
@@ -476,6 +449,8 @@ impl Scaler for StreamsScaler {
 mod tests {
     use super::*;
     use crate::params::Params;
+    use crate::scalers::MetricSpec;
+    use keda_operator_crd::MetricTargetType;
 
     fn parse_as(trigger_type: &str, pairs: &[(&str, &str)]) -> Result<Metadata, String> {
         parse(&TriggerInput::new(
