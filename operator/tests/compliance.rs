@@ -27,6 +27,8 @@ mod mutants;
 mod mysql;
 #[path = "compliance/rabbitmq.rs"]
 mod rabbitmq;
+#[path = "compliance/recording_proxy.rs"]
+mod recording_proxy;
 #[path = "compliance/redis_family.rs"]
 mod redis_family;
 #[path = "compliance/secrets.rs"]

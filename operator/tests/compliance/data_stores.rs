@@ -8,15 +8,12 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::fixtures::{Activation, Fixture, Invalid, Metadata, SecretCase};
+use crate::recording_proxy::{RecordingProxy, Refusal};
 use crate::sources::Source;
 
 /// The table the `postgresql` fixture reads: one row per proxy port.
@@ -85,30 +82,12 @@ enum Protocol {
     RedisStream,
 }
 
-#[derive(Default)]
-struct ProxyState {
-    refusing: bool,
-    seen: Vec<u8>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
 /// A real server behind a recording proxy.
 struct Store {
-    addr: SocketAddr,
+    proxy: RecordingProxy,
     protocol: Protocol,
-    state: Arc<Mutex<ProxyState>>,
-    accept: JoinHandle<()>,
     postgres: Option<tokio_postgres::Client>,
     redis: Option<redis::aio::MultiplexedConnection>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for task in self.state.lock().unwrap().tasks.drain(..) {
-            task.abort();
-        }
-    }
 }
 
 impl Store {
@@ -141,28 +120,13 @@ impl Store {
                 (upstream, None, Some(connection))
             }
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state: Arc<Mutex<ProxyState>> = Arc::default();
-        let accept = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let refusing = state.lock().unwrap().refusing;
-                    let task = if refusing {
-                        tokio::spawn(refuse(client, protocol, state.clone()))
-                    } else {
-                        tokio::spawn(forward(client, upstream, state.clone()))
-                    };
-                    state.lock().unwrap().tasks.push(task);
-                }
-            })
+        let refusal = match protocol {
+            Protocol::Postgres => Refusal::Postgres,
+            Protocol::Redis | Protocol::RedisStream => Refusal::Redis,
         };
         let store = Self {
-            addr,
+            proxy: RecordingProxy::start(upstream, refusal).await,
             protocol,
-            state,
-            accept,
             postgres,
             redis,
         };
@@ -180,14 +144,14 @@ impl Store {
                             "INSERT INTO {TABLE} (port, v) VALUES ($1, $2) \
                              ON CONFLICT (port) DO UPDATE SET v = EXCLUDED.v"
                         ),
-                        &[&i32::from(self.addr.port()), &value],
+                        &[&i32::from(self.proxy.addr().port()), &value],
                     )
                     .await
                     .unwrap();
             }
             Protocol::RedisStream => {
                 let mut connection = self.redis.clone().unwrap();
-                let stream = stream_name(self.addr);
+                let stream = stream_name(self.proxy.addr());
                 let _: i64 = redis::cmd("DEL")
                     .arg(&stream)
                     .query_async(&mut connection)
@@ -221,7 +185,7 @@ impl Store {
             }
             Protocol::Redis => {
                 let mut connection = self.redis.clone().unwrap();
-                let list = list_name(self.addr);
+                let list = list_name(self.proxy.addr());
                 let _: i64 = redis::cmd("DEL")
                     .arg(&list)
                     .query_async(&mut connection)
@@ -267,82 +231,9 @@ fn tcp_addr_of_postgres(config: &tokio_postgres::Config) -> SocketAddr {
         .unwrap()
 }
 
-/// Passes bytes both ways, recording what the client sends.
-async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<ProxyState>>) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let up = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        while let Ok(n) = client_read.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-            state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-    };
-    tokio::join!(up, down);
-}
-
-/// Answers as a server that refuses the client's credentials, recording what it sent.
-async fn refuse(mut client: TcpStream, protocol: Protocol, state: Arc<Mutex<ProxyState>>) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    let mut read = async |client: &mut TcpStream| {
-        let n = client.read(&mut buffer).await.unwrap_or(0);
-        state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-        n
-    };
-    match protocol {
-        Protocol::Redis | Protocol::RedisStream => {
-            if read(&mut client).await > 0 {
-                let _ = client
-                    .write_all(
-                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-                    )
-                    .await;
-            }
-        }
-        Protocol::Postgres => {
-            // Startup message, then a cleartext password request and the client's answer.
-            if read(&mut client).await == 0 {
-                return;
-            }
-            let _ = client.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
-            if read(&mut client).await == 0 {
-                return;
-            }
-            let mut fields = Vec::new();
-            for (code, text) in [
-                (b'S', "FATAL"),
-                (b'V', "FATAL"),
-                (b'C', "28P01"),
-                (b'M', "password authentication failed"),
-            ] {
-                fields.push(code);
-                fields.extend_from_slice(text.as_bytes());
-                fields.push(0);
-            }
-            fields.push(0);
-            let mut message = vec![b'E'];
-            message.extend_from_slice(&u32::try_from(fields.len() + 4).unwrap().to_be_bytes());
-            message.extend_from_slice(&fields);
-            let _ = client.write_all(&message).await;
-        }
-    }
-    let _ = client.shutdown().await;
-}
-
 impl Source for Store {
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.proxy.addr()
     }
 
     fn set(&self, value: f64) -> BoxFuture<'_, ()> {
@@ -350,16 +241,12 @@ impl Source for Store {
     }
 
     fn refuse(&self) -> bool {
-        let mut state = self.state.lock().unwrap();
-        state.refusing = true;
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
+        self.proxy.refuse();
         true
     }
 
     fn seen(&self) -> String {
-        String::from_utf8_lossy(&self.state.lock().unwrap().seen).into_owned()
+        self.proxy.seen()
     }
 }
 

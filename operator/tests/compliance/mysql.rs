@@ -7,16 +7,13 @@
 //! credentials would: a handshake, then `ERROR 1045 (28000)` to the client's login.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
 use mysql_async::prelude::Queryable;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::fixtures::{Activation, Fixture, Invalid, Metadata, SecretCase};
+use crate::recording_proxy::{RecordingProxy, Refusal};
 use crate::sources::Source;
 
 /// The table the fixture reads: one row per proxy port.
@@ -46,28 +43,10 @@ fn opts() -> mysql_async::Opts {
     mysql_async::Opts::from_url(&mysql_url()).unwrap()
 }
 
-#[derive(Default)]
-struct ProxyState {
-    refusing: bool,
-    seen: Vec<u8>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
 /// MariaDB behind a recording proxy.
 struct Store {
-    addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
-    accept: JoinHandle<()>,
+    proxy: RecordingProxy,
     db: tokio::sync::Mutex<mysql_async::Conn>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for task in self.state.lock().unwrap().tasks.drain(..) {
-            task.abort();
-        }
-    }
 }
 
 impl Store {
@@ -87,27 +66,8 @@ impl Store {
         ))
         .await
         .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state: Arc<Mutex<ProxyState>> = Arc::default();
-        let accept = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let refusing = state.lock().unwrap().refusing;
-                    let task = if refusing {
-                        tokio::spawn(refuse(client, state.clone()))
-                    } else {
-                        tokio::spawn(forward(client, upstream, state.clone()))
-                    };
-                    state.lock().unwrap().tasks.push(task);
-                }
-            })
-        };
         let store = Self {
-            addr,
-            state,
-            accept,
+            proxy: RecordingProxy::start(upstream, Refusal::Mysql).await,
             db: tokio::sync::Mutex::new(db),
         };
         store.set_value(0.0).await;
@@ -123,84 +83,16 @@ impl Store {
                     "INSERT INTO {TABLE} (port, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = \
                      VALUES(v)"
                 ),
-                (self.addr.port(), value),
+                (self.proxy.addr().port(), value),
             )
             .await
             .unwrap();
     }
 }
 
-/// Passes bytes both ways, recording what the client sends.
-async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<ProxyState>>) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let up = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        while let Ok(n) = client_read.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-            state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-    };
-    tokio::join!(up, down);
-}
-
-/// A MySQL packet: 3-byte little-endian length, sequence number, payload.
-fn packet(sequence: u8, payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).unwrap().to_le_bytes();
-    let mut out = vec![length[0], length[1], length[2], sequence];
-    out.extend_from_slice(payload);
-    out
-}
-
-/// Answers as a server that refuses the client's credentials, recording the login it sent
-/// (user name, scrambled password, database).
-async fn refuse(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
-    // Protocol 10 handshake offering mysql_native_password, without TLS.
-    let mut handshake = vec![10];
-    handshake.extend_from_slice(b"10.11.0-refusing\0");
-    handshake.extend_from_slice(&7u32.to_le_bytes());
-    handshake.extend_from_slice(b"abcdefgh\0");
-    // PROTOCOL_41, SECURE_CONNECTION, LONG_PASSWORD, FOUND_ROWS, LONG_FLAG, CONNECT_WITH_DB,
-    // TRANSACTIONS; then MULTI_RESULTS and PLUGIN_AUTH in the upper half.
-    handshake.extend_from_slice(&0xA20Fu16.to_le_bytes());
-    handshake.push(0x21);
-    handshake.extend_from_slice(&2u16.to_le_bytes());
-    handshake.extend_from_slice(&0x000Au16.to_le_bytes());
-    handshake.push(21);
-    handshake.extend_from_slice(&[0; 10]);
-    handshake.extend_from_slice(b"ijklmnopqrst\0");
-    handshake.extend_from_slice(b"mysql_native_password\0");
-    if client.write_all(&packet(0, &handshake)).await.is_err() {
-        return;
-    }
-    let mut buffer = vec![0u8; 16 * 1024];
-    let n = client.read(&mut buffer).await.unwrap_or(0);
-    state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-    if n > 0 {
-        let mut error = vec![0xff];
-        error.extend_from_slice(&1045u16.to_le_bytes());
-        error.extend_from_slice(b"#28000Access denied");
-        let _ = client
-            .write_all(&packet(buffer[3].wrapping_add(1), &error))
-            .await;
-    }
-    let _ = client.shutdown().await;
-}
-
 impl Source for Store {
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.proxy.addr()
     }
 
     fn set(&self, value: f64) -> BoxFuture<'_, ()> {
@@ -208,16 +100,12 @@ impl Source for Store {
     }
 
     fn refuse(&self) -> bool {
-        let mut state = self.state.lock().unwrap();
-        state.refusing = true;
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
+        self.proxy.refuse();
         true
     }
 
     fn seen(&self) -> String {
-        String::from_utf8_lossy(&self.state.lock().unwrap().seen).into_owned()
+        self.proxy.seen()
     }
 }
 

@@ -8,18 +8,16 @@
 //! `connection.start`, then, after the client's `start-ok`, `connection.close` 403.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use amqprs::BasicProperties;
 use amqprs::channel::{BasicPublishArguments, Channel, QueueDeclareArguments, QueuePurgeArguments};
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use futures::future::BoxFuture;
 use keda_operator_crd::MetricTargetType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use crate::fixtures::{Activation, Fixture, Invalid, Metadata, SecretCase};
+use crate::recording_proxy::{RecordingProxy, Refusal};
 use crate::sources::Source;
 use crate::test_server::TestServer;
 
@@ -43,29 +41,11 @@ fn queue_name(source: SocketAddr) -> String {
     )
 }
 
-#[derive(Default)]
-struct ProxyState {
-    refusing: bool,
-    seen: Vec<u8>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
 /// The broker behind a recording proxy, and a channel of the fixture's own to fill the queue.
 struct Broker {
-    addr: SocketAddr,
-    state: Arc<Mutex<ProxyState>>,
-    accept: JoinHandle<()>,
+    proxy: RecordingProxy,
     _connection: Connection,
     channel: Channel,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.accept.abort();
-        for task in self.state.lock().unwrap().tasks.drain(..) {
-            task.abort();
-        }
-    }
 }
 
 impl Broker {
@@ -80,38 +60,20 @@ impl Broker {
         .await
         .unwrap();
         let channel = connection.open_channel(None).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let proxy = RecordingProxy::start(upstream, Refusal::Amqp).await;
         channel
-            .queue_declare(QueueDeclareArguments::new(&queue_name(addr)))
+            .queue_declare(QueueDeclareArguments::new(&queue_name(proxy.addr())))
             .await
             .unwrap();
-        let state: Arc<Mutex<ProxyState>> = Arc::default();
-        let accept = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let refusing = state.lock().unwrap().refusing;
-                    let task = if refusing {
-                        tokio::spawn(refuse(client, state.clone()))
-                    } else {
-                        tokio::spawn(forward(client, upstream, state.clone()))
-                    };
-                    state.lock().unwrap().tasks.push(task);
-                }
-            })
-        };
         Self {
-            addr,
-            state,
-            accept,
+            proxy,
             _connection: connection,
             channel,
         }
     }
 
     async fn set_value(&self, value: f64) {
-        let queue = queue_name(self.addr);
+        let queue = queue_name(self.proxy.addr());
         self.channel
             .queue_purge(QueuePurgeArguments::new(&queue))
             .await
@@ -148,88 +110,9 @@ impl Broker {
     }
 }
 
-/// Passes bytes both ways, recording what the client sends.
-async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<Mutex<ProxyState>>) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let up = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        while let Ok(n) = client_read.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-            state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-        }
-    };
-    let down = async {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-    };
-    tokio::join!(up, down);
-}
-
-/// An AMQP method frame on channel 0.
-fn method_frame(class: u16, method: u16, arguments: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    payload.extend_from_slice(&class.to_be_bytes());
-    payload.extend_from_slice(&method.to_be_bytes());
-    payload.extend_from_slice(arguments);
-    let mut frame = vec![1, 0, 0];
-    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame.push(0xCE);
-    frame
-}
-
-fn long_string(text: &str) -> Vec<u8> {
-    let mut bytes = u32::try_from(text.len()).unwrap().to_be_bytes().to_vec();
-    bytes.extend_from_slice(text.as_bytes());
-    bytes
-}
-
-/// Answers as a broker that refuses the client's credentials, recording what it sent.
-async fn refuse(mut client: TcpStream, state: Arc<Mutex<ProxyState>>) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    let mut read = async |client: &mut TcpStream| {
-        let n = client.read(&mut buffer).await.unwrap_or(0);
-        state.lock().unwrap().seen.extend_from_slice(&buffer[..n]);
-        n
-    };
-    // The protocol header, then connection.start (0-9, no properties, PLAIN, en_US).
-    if read(&mut client).await == 0 {
-        return;
-    }
-    let mut start = vec![0, 9, 0, 0, 0, 0];
-    start.extend(long_string("PLAIN AMQPLAIN"));
-    start.extend(long_string("en_US"));
-    if client
-        .write_all(&method_frame(10, 10, &start))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    // connection.start-ok with the credentials, then connection.close 403.
-    if read(&mut client).await == 0 {
-        return;
-    }
-    let text = "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN";
-    let mut close = 403u16.to_be_bytes().to_vec();
-    close.push(u8::try_from(text.len()).unwrap());
-    close.extend_from_slice(text.as_bytes());
-    close.extend_from_slice(&[0, 0, 0, 0]);
-    let _ = client.write_all(&method_frame(10, 50, &close)).await;
-    let _ = client.shutdown().await;
-}
-
 impl Source for Broker {
     fn addr(&self) -> SocketAddr {
-        self.addr
+        self.proxy.addr()
     }
 
     fn set(&self, value: f64) -> BoxFuture<'_, ()> {
@@ -237,16 +120,12 @@ impl Source for Broker {
     }
 
     fn refuse(&self) -> bool {
-        let mut state = self.state.lock().unwrap();
-        state.refusing = true;
-        for task in state.tasks.drain(..) {
-            task.abort();
-        }
+        self.proxy.refuse();
         true
     }
 
     fn seen(&self) -> String {
-        String::from_utf8_lossy(&self.state.lock().unwrap().seen).into_owned()
+        self.proxy.seen()
     }
 }
 
